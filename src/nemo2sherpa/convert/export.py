@@ -1,0 +1,97 @@
+"""Export the three graphs sherpa-onnx runs from the NeMo modules, and probe them.
+
+NeMo's own Exportable.export is used (opset 17, the TorchScript-based exporter): it prepares each module the way NeMo
+deploys it (the joint without log-softmax, the prediction network stepping without SOS) and names inputs and outputs
+as sherpa-onnx expects. The dynamo exporter is not used: it breaks on the LSTM prediction network.
+
+Probes are inputs of shapes the tracer never saw (an odd number of frames, a random state); the PyTorch outputs on
+them are kept so the written ONNX files can be checked against them after the model is freed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from nemo2sherpa.convert.loading import quiet_nemo
+
+OPSET = 17
+GRAPH_MODULES = {"encoder": "encoder", "decoder": "decoder", "joiner": "joint"}
+PROBE_FRAMES = (411, 97)  # not multiples of the subsampling factor, neither equal to the 256-frame trace example
+
+
+@dataclass
+class Probe:
+    """Flat ONNX-order inputs and the PyTorch outputs they gave, for one graph."""
+
+    graph: str
+    label: str
+    inputs: list[np.ndarray]
+    outputs: list[np.ndarray]
+
+
+def export_graphs(model: Any, scratch: Path, on_graph: Callable[[str], Any] | None = None) -> dict[str, Path]:
+    """Export encoder, decoder and joiner into separate scratch folders (large graphs spill one file per tensor)."""
+    import torch
+
+    exported = {}
+    with quiet_nemo(), torch.no_grad():
+        for graph, attribute in GRAPH_MODULES.items():
+            folder = scratch / graph
+            folder.mkdir(parents=True, exist_ok=True)
+            path = folder / f"{graph}.onnx"
+            torch.manual_seed(0)  # NeMo's example inputs are random; keep exports reproducible
+            with on_graph(graph) if on_graph else contextlib.nullcontext():
+                getattr(model, attribute).export(
+                    str(path), onnx_opset_version=OPSET, use_dynamo=False, check_trace=False
+                )
+            exported[graph] = path
+    return exported
+
+
+def _flatten(value: Any) -> list[np.ndarray]:
+    if isinstance(value, (tuple, list)):
+        return [item for part in value for item in _flatten(part)]
+    return [value.detach().cpu().numpy()]
+
+
+def _run_export_forward(module: Any, *args: Any) -> Any:
+    """Call the module the way its export traced it: forward_for_export when it has one, type checks off."""
+    from nemo.core.classes.common import typecheck
+
+    forward = getattr(module, "forward_for_export", None) or module.forward
+    with typecheck.disable_checks():
+        return forward(*args)
+
+
+def make_probes(model: Any, seed: int = 1234) -> list[Probe]:
+    """PyTorch outputs on probe inputs. Call after export_graphs: the modules are then in their export mode."""
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+    encoder, decoder, joint = model.encoder, model.decoder, model.joint
+    mels = int(encoder._feat_in)
+    probes = []
+    with quiet_nemo(), torch.no_grad():
+        for frames in PROBE_FRAMES:
+            features = torch.randn(1, mels, frames, generator=generator)
+            length = torch.tensor([frames], dtype=torch.int64)
+            outputs = _run_export_forward(encoder, features, length)
+            probes.append(Probe("encoder", f"{frames} frames", _flatten((features, length)), _flatten(outputs)))
+
+        layers, hidden = int(decoder.pred_rnn_layers), int(decoder.pred_hidden)
+        targets = torch.tensor([[min(3, int(decoder.vocab_size) - 1)]], dtype=torch.int32)
+        target_length = torch.tensor([1], dtype=torch.int32)
+        states = (torch.randn(layers, 1, hidden, generator=generator), torch.randn(layers, 1, hidden, generator=generator))
+        outputs = _run_export_forward(decoder, targets, target_length, states)
+        probes.append(Probe("decoder", "one step", _flatten((targets, target_length, states)), _flatten(outputs)))
+
+        encoder_out = torch.randn(1, int(joint.encoder_hidden), 1, generator=generator)
+        decoder_out = torch.randn(1, int(joint.pred_hidden), 1, generator=generator)
+        outputs = _run_export_forward(joint, encoder_out, decoder_out)
+        probes.append(Probe("joiner", "one frame", _flatten((encoder_out, decoder_out)), _flatten(outputs)))
+    return probes

@@ -1,0 +1,207 @@
+"""Read a checkpoint's model_config.yaml into model facts, refusing what sherpa-onnx cannot run.
+
+Everything here works on the config alone: a checkpoint is refused in a fraction of a second, before its weights are
+read or NeMo is imported.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+from nemo2sherpa.errors import UserError
+from nemo2sherpa.facts import TRANSDUCER_CLASSES, Architecture, ModelFacts
+
+SUPPORTED = "TDT/RNNT BPE transducers (EncDecRNNTBPEModel) and hybrid TDT-CTC models (EncDecHybridRNNTCTCBPEModel)"
+_KNOWN_OTHERS = {
+    "EncDecCTCModel": "a CTC-only model",
+    "EncDecCTCModelBPE": "a CTC-only model",
+    "EncDecMultiTaskModel": "an attention encoder-decoder (AED, e.g. Canary) model",
+    "EncDecRNNTModel": "a character-level transducer",
+    "EncDecHybridRNNTCTCModel": "a character-level hybrid model",
+    "EncDecTransfModelBPE": "an attention encoder-decoder model",
+}
+SHERPA_NORMALIZATIONS = {"per_feature": "per_feature", "NA": "", "": ""}
+PREPROCESSOR_DEFAULTS: dict[str, Any] = {
+    "window_size": 0.02,
+    "window_stride": 0.01,
+    "window": "hann",
+    "n_fft": None,
+    "preemph": 0.97,
+    "dither": 1e-5,
+    "log": True,
+    "log_zero_guard_type": "add",
+    "log_zero_guard_value": 2**-24,
+    "mag_power": 2.0,
+    "mel_norm": "slaney",
+    "lowfreq": 0,
+    "highfreq": None,
+    "pad_to": 16,
+    "frame_splicing": 1,
+}
+
+
+def parse_config(text: str, source: Path) -> dict[str, Any]:
+    """The config as plain containers with every ${...} interpolation resolved."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        loaded = OmegaConf.create(text)
+        container = OmegaConf.to_container(loaded, resolve=True)
+    except (OmegaConfBaseException, ValueError, TypeError) as exc:
+        raise UserError.about(source, f"model_config.yaml cannot be parsed ({type(exc).__name__}: {exc})") from None
+    if not isinstance(container, dict):
+        raise UserError.about(source, "model_config.yaml is not a mapping")
+    # Some checkpoints wrap the model config in a top-level 'model' key (a training config saved as is).
+    if "encoder" not in container and isinstance(container.get("model"), dict):
+        container = container["model"]
+    return container
+
+
+def _targets(node: Any, path: str = "") -> Iterator[tuple[str, str]]:
+    if isinstance(node, Mapping):
+        for key, value in node.items():
+            here = f"{path}.{key}" if path else str(key)
+            if key in ("_target_", "target") and isinstance(value, str):
+                yield here, value
+            else:
+                yield from _targets(value, here)
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            yield from _targets(value, f"{path}[{index}]")
+
+
+def check_targets(config: Mapping[str, Any], source: Path) -> None:
+    """Instantiating a config runs whatever its _target_ names: only NeMo's own classes are allowed."""
+    for where, target in _targets(config):
+        if not (target.startswith("nemo.") and all(part.isidentifier() for part in target.split("."))):
+            raise UserError.about(source, f"config {where} names {target!r}, outside NeMo's modules; refusing it")
+
+
+def model_class_of(config: Mapping[str, Any], source: Path) -> str:
+    target = config.get("target")
+    if not isinstance(target, str) or not target:
+        raise UserError.about(source, "model_config.yaml names no model class ('target'); cannot tell what it is")
+    return target.rsplit(".", 1)[-1]
+
+
+def _section(config: Mapping[str, Any], name: str, source: Path) -> Mapping[str, Any]:
+    section = config.get(name)
+    if not isinstance(section, Mapping):
+        raise UserError.about(source, f"model_config.yaml has no '{name}' section")
+    return section
+
+
+def _target_name(section: Mapping[str, Any]) -> str:
+    return str(section.get("_target_", "")).rsplit(".", 1)[-1]
+
+
+def facts_from_config(config: Mapping[str, Any], source: Path, tokenizer_vocab: int | None = None) -> ModelFacts:
+    """Model facts, or a one-line refusal naming the class or setting that sherpa-onnx cannot run."""
+    check_targets(config, source)
+    model_class = model_class_of(config, source)
+    if model_class not in TRANSDUCER_CLASSES:
+        what = _KNOWN_OTHERS.get(model_class, "not a supported model class")
+        raise UserError.about(source, f"{model_class} is {what}; nemo2sherpa converts {SUPPORTED}")
+
+    tokenizer = config.get("tokenizer") or {}
+    if tokenizer.get("type", "bpe") != "bpe":
+        raise UserError.about(source, f"{model_class} uses a {tokenizer.get('type')!r} tokenizer; "
+                                      "only SentencePiece ('bpe') tokenizers are supported")
+
+    pre = _section(config, "preprocessor", source)
+    if _target_name(pre) != "AudioToMelSpectrogramPreprocessor":
+        raise UserError.about(source, f"preprocessor {_target_name(pre) or '?'} is not supported; sherpa-onnx computes "
+                                      "log-mel features (AudioToMelSpectrogramPreprocessor)")
+    if int(pre.get("frame_splicing", 1) or 1) != 1:
+        raise UserError.about(source, "preprocessor.frame_splicing is not 1; sherpa-onnx does not splice frames")
+    normalize = str(pre.get("normalize", "per_feature") or "")
+    if normalize not in SHERPA_NORMALIZATIONS:
+        raise UserError.about(source, f"preprocessor.normalize is {normalize!r}; sherpa-onnx implements only "
+                                      "'per_feature' and none")
+
+    enc = _section(config, "encoder", source)
+    if _target_name(enc) != "ConformerEncoder":
+        raise UserError.about(source, f"encoder {_target_name(enc) or '?'} is not supported; "
+                                      "nemo2sherpa exports (Fast)Conformer encoders")
+    if str(enc.get("att_context_style", "regular")) != "regular":
+        raise UserError.about(source, f"encoder.att_context_style is {enc.get('att_context_style')!r} "
+                                      "(a cache-aware streaming model); only offline models are supported")
+    context = enc.get("att_context_size") or [-1, -1]
+    if context and isinstance(context[0], (list, tuple)):  # multi-lookahead models list several; the first is default
+        context = context[0]
+    attention = str(enc.get("self_attention_model", "rel_pos"))
+
+    dec = _section(config, "decoder", source)
+    if _target_name(dec) != "RNNTDecoder":
+        raise UserError.about(source, f"decoder {_target_name(dec) or '?'} is not supported; sherpa-onnx runs an "
+                                      "LSTM prediction network (RNNTDecoder)")
+    prednet = dec.get("prednet") or {}
+    joint = _section(config, "joint", source)
+    jointnet = joint.get("jointnet") or {}
+
+    decoding = config.get("decoding") or {}
+    extra_outputs = int(joint.get("num_extra_outputs", 0) or 0)
+    if str(decoding.get("model_type", "rnnt")) == "tdt":
+        durations = tuple(int(d) for d in decoding.get("durations") or ())
+        if not durations:
+            raise UserError.about(source, "a TDT model whose decoding config lists no durations")
+        if durations != tuple(range(len(durations))):
+            raise UserError.about(source, f"TDT durations {list(durations)} are not 0..{len(durations) - 1}; "
+                                          "sherpa-onnx uses the argmax index as the frame skip")
+        if extra_outputs != len(durations):
+            raise UserError.about(source, f"joint has {extra_outputs} extra outputs but the model lists "
+                                          f"{len(durations)} durations")
+        decoder_kind = "tdt"
+    else:
+        if extra_outputs:
+            raise UserError.about(source, f"an RNNT joint with {extra_outputs} extra outputs (multi-blank RNNT) "
+                                          "is not supported by sherpa-onnx")
+        durations = ()
+        decoder_kind = "rnnt"
+
+    vocab_size = dec.get("vocab_size", joint.get("num_classes"))
+    if vocab_size is None:
+        raise UserError.about(source, "the config states no vocabulary size (decoder.vocab_size)")
+    vocab_size = int(vocab_size)
+    if tokenizer_vocab is not None and tokenizer_vocab != vocab_size:
+        raise UserError.about(source, f"the tokenizer has {tokenizer_vocab} tokens but the model expects {vocab_size}")
+
+    mels = int(pre.get("features", enc.get("feat_in", 64)))
+    if int(enc.get("feat_in", mels)) != mels:
+        raise UserError.about(source, f"encoder.feat_in {enc.get('feat_in')} differs from preprocessor.features {mels}")
+    d_model = int(enc["d_model"])
+    conv_channels = int(enc.get("subsampling_conv_channels", -1))
+    architecture = Architecture(
+        model_class=model_class,
+        encoder_layers=int(enc["n_layers"]),
+        d_model=d_model,
+        attention_heads=int(enc.get("n_heads", 4)),
+        ff_expansion_factor=int(enc.get("ff_expansion_factor", 4)),
+        conv_kernel_size=int(enc.get("conv_kernel_size", 31)),
+        subsampling_factor=int(enc.get("subsampling_factor", 4)),
+        subsampling_conv_channels=d_model if conv_channels == -1 else conv_channels,
+        attention=attention,
+        att_context_size=(int(context[0]), int(context[1])),
+        xscaling=bool(enc.get("xscaling", True)),
+        use_bias=bool(enc.get("use_bias", True)),
+        pos_emb_max_len=int(enc.get("pos_emb_max_len", 5000)),
+        mels=mels,
+        vocab_size=vocab_size,
+        durations=durations,
+        pred_hidden=int(prednet["pred_hidden"]),
+        pred_rnn_layers=int(prednet.get("pred_rnn_layers", 1)),
+        joint_hidden=int(jointnet.get("joint_hidden", 0)),
+    )
+    frontend = {key: pre.get(key, default) for key, default in PREPROCESSOR_DEFAULTS.items()}
+    greedy = decoding.get("greedy") or {}
+    max_symbols = greedy.get("max_symbols", decoding.get("max_symbols"))
+    return ModelFacts(
+        architecture=architecture,
+        decoder_kind=decoder_kind,
+        normalize=SHERPA_NORMALIZATIONS[normalize],
+        sample_rate=int(pre.get("sample_rate", config.get("sample_rate", 16000))),
+        max_symbols_per_frame=None if max_symbols is None else int(max_symbols),
+        frontend=frontend,
+    )

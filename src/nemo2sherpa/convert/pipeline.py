@@ -1,0 +1,218 @@
+"""convert(): source -> checked checkpoint -> three ONNX graphs + tokens.txt + manifest.json, moved into place whole."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import gc
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from nemo2sherpa import __version__
+from nemo2sherpa.contract import sherpa_metadata
+from nemo2sherpa.convert.archive import CONFIG_NAME, NemoArchive
+from nemo2sherpa.convert.model_config import facts_from_config, parse_config
+from nemo2sherpa.convert.nemo_config import nemo_model_config
+from nemo2sherpa.convert.onnx_files import DEFAULT_EXTERNAL_THRESHOLD, write_graph
+from nemo2sherpa.convert.sources import ResolvedSource, resolve_source
+from nemo2sherpa.errors import UserError
+from nemo2sherpa.facts import ModelFacts
+from nemo2sherpa.hashing import sha256_file
+from nemo2sherpa.manifest import Manifest, Variant, record_files
+from nemo2sherpa.progress import Progress
+from nemo2sherpa.recipes import Recipe
+from nemo2sherpa.staging import staged_directory
+from nemo2sherpa.tokens import write_tokens
+
+FP32 = Variant(encoder="encoder.onnx", decoder="decoder.onnx", joiner="joiner.onnx")
+TOKENS = "tokens.txt"
+
+
+@dataclass(frozen=True)
+class ConvertOptions:
+    source: str
+    output: Path
+    revision: str | None = None
+    random_weights: bool = False
+    overwrite: bool = False
+    external_threshold: int = DEFAULT_EXTERNAL_THRESHOLD
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class ConvertResult:
+    output: Path
+    manifest: Manifest
+
+
+@dataclass
+class _Loaded:
+    model: Any
+    facts: ModelFacts
+    pieces: list[str]
+    checkpoint: dict[str, Any]
+
+
+def convert(options: ConvertOptions, progress: Progress | None = None) -> ConvertResult:
+    progress = progress or Progress()
+    started = time.perf_counter()
+    with progress.stage("resolve source"):
+        resolved = _resolve(options)
+    with staged_directory(options.output, overwrite=options.overwrite) as partial:
+        scratch = partial / ".scratch"
+        scratch.mkdir()
+        loaded = _random(resolved, scratch, options.seed, progress) if options.random_weights else \
+            _checkpoint(resolved, scratch, progress)
+        facts = loaded.facts
+
+        from nemo2sherpa.convert.export import export_graphs, make_probes
+
+        exported = export_graphs(loaded.model, scratch / "export", on_graph=lambda g: progress.stage(f"export {g}"))
+        with progress.stage("probe PyTorch outputs"):
+            probes = make_probes(loaded.model)
+        loaded.model = None  # free the weights before onnxruntime loads its copy
+        gc.collect()
+
+        with progress.stage("write model directory"):
+            metadata = sherpa_metadata(facts, resolved.url, _comment(facts, resolved, options.random_weights))
+            graph_files = {}
+            for graph, name in FP32.graph_files().items():
+                written = write_graph(
+                    exported[graph], partial / name,
+                    metadata=metadata if graph == "encoder" else None,
+                    external_threshold=options.external_threshold,
+                )
+                graph_files[graph] = written[0]
+            write_tokens(partial / TOKENS, loaded.pieces)
+            _remove_tree(scratch)
+
+        from nemo2sherpa.convert.selfcheck import check_probes
+
+        with progress.stage("check ONNX against PyTorch"):
+            self_check = check_probes(graph_files, probes)
+
+        with progress.stage("hash files and write manifest"):
+            names = sorted(p.name for p in partial.iterdir() if p.is_file())
+            manifest = Manifest(
+                tool_version=__version__,
+                created=dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat(),
+                source=loaded.checkpoint,
+                model=facts,
+                sherpa_metadata=metadata,
+                versions=_versions(),
+                export={
+                    "opset": 17,
+                    "exporter": "torch.onnx TorchScript (NeMo Exportable)",
+                    "external_data": {g: p.with_suffix(".weights").name for g, p in graph_files.items()
+                                      if p.with_suffix(".weights").exists()},
+                    "self_check_max_abs_diff": self_check,
+                },
+                variants={"fp32": FP32},
+                files=record_files(partial, names),
+                random_weights=options.random_weights,
+            )
+            manifest.conversion_seconds = round(time.perf_counter() - started, 2)
+            manifest.write(partial)
+    progress.note(f"wrote {options.output} in {manifest.conversion_seconds:.1f} s")
+    return ConvertResult(output=Path(options.output), manifest=manifest)
+
+
+def _resolve(options: ConvertOptions) -> ResolvedSource:
+    if options.random_weights:
+        from nemo2sherpa.recipes import find_recipe, recipe_for_repo
+
+        recipe = find_recipe(options.source) or recipe_for_repo(options.source)
+        if recipe is None:
+            raise UserError(f"{options.source}: --random-weights builds a recipe's architecture; "
+                            "give a recipe name (`nemo2sherpa recipes`)")
+        provenance = {"kind": "random", "recipe": recipe.name, "repo_id": recipe.repo_id, "seed": options.seed}
+        return ResolvedSource(path=Path(recipe.name), provenance=provenance, recipe=recipe)
+    return resolve_source(options.source, options.revision)
+
+
+def _check_recipe(recipe: Recipe | None, facts: ModelFacts, path: Path) -> None:
+    if recipe is None:
+        return
+    differences = recipe.checked_architecture().differences(facts.architecture)
+    if differences:
+        raise UserError.about(path, f"does not match recipe {recipe.name}: {'; '.join(differences)}")
+
+
+def _check_supported(facts: ModelFacts, path: Path) -> None:
+    attention = facts.architecture.attention or ""
+    if "local" in attention:
+        raise UserError.about(path, f"uses {attention} attention, whose plain export is silently wrong; "
+                                    "local-attention export is not supported yet")
+
+
+def _checkpoint(resolved: ResolvedSource, scratch: Path, progress: Progress) -> _Loaded:
+    from nemo2sherpa.convert.loading import load_from_archive, localise_tokenizer, tokenizer_pieces
+
+    path = resolved.path
+    with progress.stage("read checkpoint config"), NemoArchive(path) as archive:
+        config = parse_config(archive.read_text(CONFIG_NAME), path)
+        facts = facts_from_config(config, path)
+        _check_recipe(resolved.recipe, facts, path)
+        _check_supported(facts, path)
+        local_config = localise_tokenizer(archive, config, scratch)
+        pieces = tokenizer_pieces(local_config, path)
+        if len(pieces) != facts.vocab_size:
+            raise UserError.about(path, f"its tokenizer has {len(pieces)} tokens but the model expects "
+                                        f"{facts.vocab_size}")
+    with progress.stage("hash checkpoint"):
+        checkpoint = {**resolved.provenance, "sha256": sha256_file(path), "size": path.stat().st_size}
+    with progress.stage("load weights"), NemoArchive(path) as archive:
+        model = load_from_archive(archive, local_config, scratch)
+    facts = dataclasses.replace(facts, parameters=_parameter_count(model))
+    return _Loaded(model=model, facts=facts, pieces=pieces, checkpoint=checkpoint)
+
+
+def _random(resolved: ResolvedSource, scratch: Path, seed: int, progress: Progress) -> _Loaded:
+    from nemo2sherpa.convert.loading import random_model
+
+    recipe = resolved.recipe
+    assert recipe is not None
+    with progress.stage(f"build {recipe.name} with random weights"):
+        model = random_model(recipe.architecture, scratch, seed=seed)
+        config = nemo_model_config(recipe.architecture, str(scratch / "tokenizer"))
+        facts = facts_from_config(config, Path(recipe.name))
+        _check_supported(facts, Path(recipe.name))
+        pieces = [model.tokenizer.ids_to_tokens([i])[0] for i in range(model.tokenizer.vocab_size)]
+    facts = dataclasses.replace(facts, parameters=_parameter_count(model))
+    checkpoint = {**resolved.provenance, "sha256": None, "size": None}
+    return _Loaded(model=model, facts=facts, pieces=pieces, checkpoint=checkpoint)
+
+
+def _parameter_count(model: Any) -> int:
+    return int(sum(p.numel() for p in model.parameters()))
+
+
+def _comment(facts: ModelFacts, resolved: ResolvedSource, random_weights: bool) -> str:
+    parts = [f"Converted by nemo2sherpa {__version__}"]
+    if "Hybrid" in facts.model_class:
+        parts.append("only the transducer branch is exported")
+    if random_weights:
+        parts.append("RANDOM WEIGHTS: architecture only, it does not transcribe")
+    return "; ".join(parts)
+
+
+def _versions() -> dict[str, str]:
+    from importlib import metadata
+
+    versions = {"nemo2sherpa": __version__, "python": platform.python_version()}
+    for name, dist in (("nemo", "nemo_toolkit"), ("torch", "torch"), ("onnx", "onnx"), ("onnxruntime", "onnxruntime"),
+                       ("onnxruntime-gpu", "onnxruntime-gpu")):
+        try:
+            versions[name] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def _remove_tree(path: Path) -> None:
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)

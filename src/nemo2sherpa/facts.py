@@ -1,0 +1,143 @@
+"""Model facts: one typed record read once from a checkpoint's config, carried through convert, manifest, validate
+and publish.
+
+Pure Python on purpose: validate and publish read these facts back from manifest.json without NeMo or torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Mapping
+
+TRANSDUCER_CLASSES = ("EncDecRNNTBPEModel", "EncDecHybridRNNTCTCBPEModel")
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """The shape of a FastConformer transducer: what a recipe expects and what a checkpoint has.
+
+    A field left as None is unknown (recipes) and is not compared.
+    """
+
+    model_class: str | None = None
+    encoder_layers: int | None = None
+    d_model: int | None = None
+    attention_heads: int | None = None
+    ff_expansion_factor: int | None = None
+    conv_kernel_size: int | None = None
+    subsampling_factor: int | None = None
+    subsampling_conv_channels: int | None = None
+    attention: str | None = None
+    att_context_size: tuple[int, int] | None = None
+    xscaling: bool | None = None
+    use_bias: bool | None = None
+    pos_emb_max_len: int | None = None
+    mels: int | None = None
+    vocab_size: int | None = None
+    durations: tuple[int, ...] | None = None
+    pred_hidden: int | None = None
+    pred_rnn_layers: int | None = None
+    joint_hidden: int | None = None
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "Architecture":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown architecture field(s): {', '.join(unknown)}")
+        values = dict(data)
+        for name in ("att_context_size", "durations"):
+            if values.get(name) is not None:
+                values[name] = tuple(int(v) for v in values[name])
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        for name in ("att_context_size", "durations"):
+            if out[name] is not None:
+                out[name] = list(out[name])
+        return out
+
+    def differences(self, actual: "Architecture", ignore: tuple[str, ...] = ()) -> list[str]:
+        """Fields where `actual` differs from this (expected) architecture, as 'name X (expected Y)'."""
+        found = []
+        for f in fields(self):
+            expected = getattr(self, f.name)
+            if expected is None or f.name in ignore:
+                continue
+            got = getattr(actual, f.name)
+            if got != expected:
+                found.append(f"{f.name} {_show(got)} (expected {_show(expected)})")
+        return found
+
+    def missing(self) -> list[str]:
+        return [f.name for f in fields(self) if getattr(self, f.name) is None]
+
+    @property
+    def is_tdt(self) -> bool:
+        return bool(self.durations)
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, tuple):
+        return "[" + ", ".join(str(v) for v in value) + "]"
+    return str(value)
+
+
+@dataclass(frozen=True)
+class ModelFacts:
+    """Everything the export, the sherpa-onnx metadata and the validation need to know about a checkpoint."""
+
+    architecture: Architecture
+    decoder_kind: str  # "tdt" or "rnnt": how sherpa-onnx must decode the joiner's output
+    normalize: str  # the preprocessor's feature normalisation; sherpa-onnx implements "per_feature" and ""
+    sample_rate: int
+    max_symbols_per_frame: int | None  # NeMo's greedy limit; sherpa-onnx stops at 5
+    frontend: dict[str, Any] = field(default_factory=dict)  # NeMo preprocessor settings, for reports
+    parameters: int | None = None
+
+    @property
+    def model_class(self) -> str:
+        return self.architecture.model_class or ""
+
+    @property
+    def vocab_size(self) -> int:
+        """Number of tokens WITHOUT the blank, as sherpa-onnx's metadata expects."""
+        return int(self.architecture.vocab_size or 0)
+
+    @property
+    def durations(self) -> tuple[int, ...]:
+        return tuple(self.architecture.durations or ())
+
+    @property
+    def joiner_width(self) -> int:
+        """Width of the joiner's logits: tokens + blank (+ one per TDT duration)."""
+        return self.vocab_size + 1 + len(self.durations)
+
+    @property
+    def is_tdt(self) -> bool:
+        return self.decoder_kind == "tdt"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model_class": self.model_class,
+            "decoder_kind": self.decoder_kind,
+            "architecture": self.architecture.to_dict(),
+            "normalize": self.normalize,
+            "sample_rate": self.sample_rate,
+            "max_symbols_per_frame": self.max_symbols_per_frame,
+            "frontend": dict(self.frontend),
+            "parameters": self.parameters,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "ModelFacts":
+        return cls(
+            architecture=Architecture.from_dict(data["architecture"]),
+            decoder_kind=str(data["decoder_kind"]),
+            normalize=str(data.get("normalize", "")),
+            sample_rate=int(data.get("sample_rate", 16000)),
+            max_symbols_per_frame=data.get("max_symbols_per_frame"),
+            frontend=dict(data.get("frontend") or {}),
+            parameters=data.get("parameters"),
+        )

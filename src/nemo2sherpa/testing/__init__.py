@@ -1,0 +1,1 @@
+"""Support code for tests and the bundled fixtures; not part of the user-facing API."""

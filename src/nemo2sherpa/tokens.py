@@ -1,0 +1,63 @@
+"""tokens.txt, the vocabulary file sherpa-onnx reads: one '<piece> <id>' per line, ids 0..V, blank last."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+from nemo2sherpa.errors import UserError
+
+BLANK = "<blk>"
+
+
+def render_tokens(pieces: Sequence[str]) -> str:
+    """The file's text for a vocabulary WITHOUT blank; the blank is appended with the last id."""
+    for index, piece in enumerate(pieces):
+        if not piece or any(ch.isspace() for ch in piece):
+            # sherpa-onnx splits each line on whitespace: such a piece would shift every later id.
+            raise UserError(f"token {index} ({piece!r}) is empty or contains whitespace; tokens.txt cannot hold it")
+    lines = [f"{piece} {index}" for index, piece in enumerate(pieces)]
+    lines.append(f"{BLANK} {len(pieces)}")
+    return "\n".join(lines) + "\n"
+
+
+def write_tokens(path: Path, pieces: Sequence[str]) -> None:
+    path.write_text(render_tokens(pieces), encoding="utf-8")
+
+
+def parse_tokens(text: str, source: str | Path = "tokens.txt") -> list[str]:
+    """Pieces indexed by id, blank included, or a UserError that names the line at fault."""
+    by_id: dict[int, str] = {}
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        parts = line.split()
+        if len(parts) != 2:
+            raise UserError.about(source, f"line {number} is not '<piece> <id>': {line!r}")
+        piece, raw_id = parts
+        try:
+            token_id = int(raw_id)
+        except ValueError:
+            raise UserError.about(source, f"line {number} has a non-integer id: {line!r}") from None
+        if token_id < 0:
+            raise UserError.about(source, f"line {number} has a negative id {token_id}")
+        if token_id in by_id:
+            raise UserError.about(source, f"line {number} repeats id {token_id}")
+        by_id[token_id] = piece
+    if not by_id:
+        raise UserError.about(source, "holds no tokens")
+    expected = set(range(len(by_id)))
+    if set(by_id) != expected:
+        gaps = sorted(expected - set(by_id))[:5]
+        raise UserError.about(source, f"ids are not contiguous from 0 (missing {gaps})")
+    return [by_id[i] for i in range(len(by_id))]
+
+
+def read_tokens(path: Path) -> list[str]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise UserError.about(path, "is not UTF-8 text") from None
+    except OSError as exc:
+        raise UserError.about(path, f"cannot be read ({exc.strerror})") from None
+    return parse_tokens(text, path)

@@ -1,0 +1,67 @@
+"""NeMo as the reference: its features, its encoder output and its greedy token ids for a given waveform.
+
+Imported only by the stages that need NeMo (graph fidelity, reference transcripts); validate works without it.
+The model is restored with NeMo's own restore_from, independently of nemo2sherpa's loader, so a bug in the loader
+cannot hide behind a matching reference. NeMo's transcribe() leaves the model in a state where a direct encoder call
+no longer matches the export, so everything here calls the modules directly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class NemoResult:
+    features: np.ndarray  # [mels, T] as NeMo's preprocessor computes them
+    encoded: np.ndarray  # [D, T'] encoder output
+    encoded_length: int
+    tokens: list[int]
+    text: str
+
+
+class NemoReference:
+    def __init__(self, checkpoint: Path, threads: int | None = None) -> None:
+        import torch
+
+        from nemo2sherpa.convert.loading import quiet_nemo
+
+        if threads:
+            torch.set_num_threads(threads)
+        with quiet_nemo():
+            from nemo.collections.asr.models import ASRModel
+
+            self.model = ASRModel.restore_from(str(checkpoint), map_location="cpu")
+        self.model.eval()
+        self.sample_rate = int(self.model.cfg.preprocessor.get("sample_rate", 16000))
+
+    def run(self, audio: np.ndarray) -> NemoResult:
+        """audio: mono float32 at the model's sample rate."""
+        import torch
+
+        from nemo2sherpa.convert.loading import quiet_nemo
+
+        model = self.model
+        with quiet_nemo(), torch.inference_mode():
+            signal = torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32))[None]
+            length = torch.tensor([signal.shape[1]], dtype=torch.int64)
+            features, feature_length = model.preprocessor(input_signal=signal, length=length)
+            features = features[:, :, : int(feature_length[0])]
+            encoded, encoded_length = model.encoder(audio_signal=features, length=feature_length)
+            hypotheses = model.decoding.rnnt_decoder_predictions_tensor(
+                encoder_output=encoded, encoded_lengths=encoded_length, return_hypotheses=True
+            )
+        hypothesis = hypotheses[0] if isinstance(hypotheses, list) else hypotheses[0][0]
+        tokens = [int(t) for t in (hypothesis.y_sequence.tolist() if hasattr(hypothesis.y_sequence, "tolist")
+                                   else hypothesis.y_sequence)]
+        text = model.tokenizer.ids_to_text(tokens) if tokens else ""
+        return NemoResult(
+            features=features[0].numpy().copy(),
+            encoded=encoded[0].numpy().copy(),
+            encoded_length=int(encoded_length[0]),
+            tokens=tokens,
+            text=text,
+        )
