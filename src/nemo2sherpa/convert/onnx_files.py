@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Mapping
+from typing import Iterator, Mapping
 
 PROTOBUF_LIMIT = 2**31
 # Weights above this go to external data; what stays inline (graph structure, constants) must fit under the limit.
@@ -75,6 +75,25 @@ def _clear_typed_fields(tensor) -> None:
         tensor.ClearField(name)
 
 
+def _graph_tensors(graph) -> Iterator:
+    """Initializers and tensor-valued node attributes (Constant values), subgraphs included: the exporter spills
+    both to external files once a model is large."""
+    from onnx import AttributeProto
+
+    yield from graph.initializer
+    for node in graph.node:
+        for attribute in node.attribute:
+            if attribute.type == AttributeProto.TENSOR:
+                yield attribute.t
+            elif attribute.type == AttributeProto.TENSORS:
+                yield from attribute.tensors
+            elif attribute.type == AttributeProto.GRAPH:
+                yield from _graph_tensors(attribute.g)
+            elif attribute.type == AttributeProto.GRAPHS:
+                for subgraph in attribute.graphs:
+                    yield from _graph_tensors(subgraph)
+
+
 def set_metadata(model, metadata: Mapping[str, str]) -> None:
     """Replace the graph's metadata with exactly these keys."""
     del model.metadata_props[:]
@@ -96,13 +115,13 @@ def write_graph(
     if metadata is not None:
         set_metadata(model, metadata)
     base = exported.parent
-    initializers = [t for t in model.graph.initializer if t.data_type != onnx.TensorProto.STRING]
-    total = sum(_tensor_size(t) for t in initializers)
+    tensors = [t for t in _graph_tensors(model.graph) if t.data_type != onnx.TensorProto.STRING]
+    total = sum(_tensor_size(t) for t in tensors)
     written = [target]
     if total >= external_threshold:
         weights = target.with_suffix(".weights")
         with open(weights, "wb") as out:
-            for tensor in initializers:
+            for tensor in tensors:
                 data = _tensor_bytes(tensor, base)
                 if len(data) < INLINE_TENSOR_BYTES:
                     _make_inline(tensor, data)
@@ -116,7 +135,7 @@ def write_graph(
                 del data
         written.append(weights)
     else:
-        for tensor in initializers:
+        for tensor in tensors:
             if onnx.external_data_helper.uses_external_data(tensor):
                 _make_inline(tensor, _tensor_bytes(tensor, base))
     if model.ByteSize() >= PROTOBUF_LIMIT:
