@@ -32,7 +32,9 @@ def _human_count(value: int | None) -> str:
         return "?"
     if value >= 1_000_000_000:
         return f"{value / 1e9:.1f}B"
-    return f"{value / 1e6:.0f}M"
+    if value >= 1_000_000:
+        return f"{value / 1e6:.0f}M"
+    return f"{value / 1e3:.0f}K"
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
@@ -66,7 +68,7 @@ def recipes(as_json: bool) -> int:
         kind = "TDT" if a.durations else "RNNT"
         if a.model_class == "EncDecHybridRNNTCTCBPEModel":
             kind += "+CTC"
-        rows.append((name, r.repo_id or f"bundled: {r.bundled}", _human_count(r.params), str(a.mels),
+        rows.append((name, r.repo_id or "bundled with nemo2sherpa", _human_count(r.params), str(a.mels),
                      str(a.vocab_size), kind, r.license))
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     for index, row in enumerate(rows):
@@ -107,6 +109,80 @@ def convert(source: str, output: Path, revision: str | None, random_weights: boo
     result = run_convert(options, Progress(enabled=not quiet))
     click.echo(str(result.output))
     return 0
+
+
+def _providers(value: str) -> tuple[str, ...]:
+    providers = tuple(p.strip().lower() for p in value.split(",") if p.strip())
+    unknown = [p for p in providers if p not in ("cpu", "cuda")]
+    if not providers or unknown:
+        raise click.BadParameter("use cpu, cuda or cpu,cuda")
+    return tuple(dict.fromkeys(providers))
+
+
+def _lengths(value: str) -> tuple[float, ...]:
+    try:
+        lengths = tuple(float(v) for v in value.split(",") if v.strip())
+    except ValueError:
+        raise click.BadParameter("a comma-separated list of seconds, e.g. 2,5,10,30,60") from None
+    if not lengths or any(v <= 0 for v in lengths):
+        raise click.BadParameter("lengths must be positive seconds")
+    return tuple(sorted(set(lengths)))
+
+
+@cli.command()
+@click.argument("directory", type=click.Path(path_type=Path))
+@click.option("--provider", "providers", default="cpu", show_default=True, callback=lambda c, p, v: _providers(v),
+              help="Where sherpa-onnx runs: cpu, cuda or cpu,cuda (CUDA is verified, never assumed).")
+@click.option("--nemo", "nemo", type=click.Path(path_type=Path),
+              help="The .nemo checkpoint (default: the manifest's source when it is cached or bundled).")
+@click.option("--audio", "audio", type=click.Path(path_type=Path), multiple=True,
+              help="Audio file(s) to validate on (any sample rate and channel count). Repeatable.")
+@click.option("--dataset", type=click.Path(path_type=Path),
+              help="JSONL with one {\"audio\": path, \"text\": optional} per line.")
+@click.option("--report-dir", type=click.Path(path_type=Path), help="Where to write the report [DIR/validation].")
+@click.option("--precision", "variant", type=click.Choice(["fp32", "int8", "fp16"]), default=None,
+              help="Which variant of the graphs to validate [fp32].")
+@click.option("--threads", type=click.IntRange(min=1), default=2, show_default=True)
+@click.option("--repeats", type=click.IntRange(min=1), default=3, show_default=True,
+              help="Timed decodes per length (median reported, after one warm-up).")
+@click.option("--speed-lengths", default="2,5,10,30,60,120", show_default=True,
+              callback=lambda c, p, v: _lengths(v), help="Audio lengths (s) for the speed check.")
+@click.option("--no-speed", is_flag=True, help="Skip the speed check.")
+@click.option("--no-nemo", is_flag=True, help="Never load NeMo (use cached references only).")
+@click.option("--max-encoder-diff", type=float, default=1e-3, show_default=True,
+              help="Graph fidelity: max abs difference of encoder outputs.")
+@click.option("--min-exact-match", type=click.FloatRange(0, 1), default=0.9, show_default=True,
+              help="Transcripts: minimum share of utterances where sherpa-onnx equals NeMo.")
+@click.option("--max-wer-vs-nemo", type=click.FloatRange(min=0), default=5.0, show_default=True,
+              help="Transcripts: maximum WER (%) between sherpa-onnx and NeMo.")
+@click.option("--min-provider-agreement", type=click.FloatRange(0, 1), default=1.0, show_default=True,
+              help="Providers: minimum share of identical CPU and CUDA transcripts.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress lines.")
+def validate(directory: Path, providers: tuple[str, ...], nemo: Path | None, audio: tuple[Path, ...],
+             dataset: Path | None, report_dir: Path | None, variant: str | None, threads: int, repeats: int,
+             speed_lengths: tuple[float, ...], no_speed: bool, no_nemo: bool, max_encoder_diff: float,
+             min_exact_match: float, max_wer_vs_nemo: float, min_provider_agreement: float, quiet: bool) -> int:
+    """Prove that a sherpa-onnx model directory transcribes like its NeMo checkpoint; exit 0 when it does.
+
+    Checks, in order: the sherpa-onnx contract; graph fidelity against NeMo; transcripts through sherpa-onnx; the
+    providers asked for; speed by audio length. Works on any NeMo transducer directory, with or without a manifest.
+    """
+    from nemo2sherpa.progress import Progress
+    from nemo2sherpa.validate.pipeline import ValidateOptions
+    from nemo2sherpa.validate.pipeline import validate as run_validate
+
+    options = ValidateOptions(
+        directory=directory, nemo=nemo, audio=audio, dataset=dataset, providers=providers, report_dir=report_dir,
+        variant=variant, threads=threads, repeats=repeats, speed_lengths=speed_lengths, measure_speed=not no_speed,
+        use_nemo=not no_nemo, encoder_tolerance=max_encoder_diff, min_exact_match=min_exact_match,
+        max_wer_vs_nemo=max_wer_vs_nemo, min_provider_agreement=min_provider_agreement,
+    )
+    outcome = run_validate(options, Progress(enabled=not quiet))
+    for name, check in outcome.checks.items():
+        detail = "; ".join(check.problems) if check.problems else (check.reason or "")
+        click.echo(f"{name:15} {check.status:8} {detail}".rstrip())
+    click.echo(f"{'PASSED' if outcome.passed else 'FAILED'}: {outcome.report_dir / 'report.md'}")
+    return 0 if outcome.passed else 1
 
 
 def main(argv: Sequence[str] | None = None) -> None:

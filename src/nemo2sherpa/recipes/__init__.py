@@ -32,6 +32,7 @@ class Recipe:
     repo_id: str | None = None
     filename: str | None = None
     bundled: str | None = None  # a checkpoint shipped inside the package, relative to the package root
+    dataset: str | None = None  # its test set (JSONL), relative to the package root: validate's default audio
     languages: tuple[str, ...] = ()
     params: int | None = None
     unverified: tuple[str, ...] = field(default_factory=tuple)
@@ -41,9 +42,10 @@ class Recipe:
         return f"https://huggingface.co/{self.repo_id}" if self.repo_id else None
 
     def bundled_path(self) -> Path | None:
-        if not self.bundled:
-            return None
-        return Path(str(resources.files("nemo2sherpa").joinpath(self.bundled)))
+        return _package_path(self.bundled)
+
+    def dataset_path(self) -> Path | None:
+        return _package_path(self.dataset)
 
     def checked_architecture(self) -> Architecture:
         """The part of the architecture a real checkpoint is held to (unverified fields blanked)."""
@@ -51,6 +53,10 @@ class Recipe:
         for name in self.unverified:
             values[name] = None
         return Architecture.from_dict(values)
+
+
+def _package_path(relative: str | None) -> Path | None:
+    return Path(str(resources.files("nemo2sherpa").joinpath(relative))) if relative else None
 
 
 def _parse(name: str, table: dict) -> Recipe:

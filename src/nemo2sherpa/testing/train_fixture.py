@@ -1,0 +1,373 @@
+"""Train the bundled fixture: a tiny NeMo FastConformer-TDT model that really transcribes a few espeak-ng sentences.
+
+    python -m nemo2sherpa.testing.train_fixture --out DIR [--seed 0] [--attention rel_pos|rel_pos_local_attn
+                                                           --context L,R]
+
+Why: a model with random weights exercises every graph but proves nothing about text; a real Parakeet checkpoint is
+gigabytes. This one is a few hundred kilobytes, trains in about a minute on two CPU cores, and NeMo's own
+transcribe() gets every one of its training utterances exactly right, so a converted copy can be held to exact
+transcripts. It memorises its data and understands nothing else; that is all a fixture needs.
+
+NeMo's TDT losses only run on CUDA, so training uses nemo2sherpa.testing.tdt_loss (omega = 0: no mixing with the
+plain RNN-T loss; sigma from the model's config). Training stops once NeMo's greedy decoding of a fresh forward pass
+gets every utterance right, runs a few margin steps, then saves the model and checks it once more with NeMo's
+transcribe() on the written WAV files, from the model restored out of the saved .nemo.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import re
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from nemo2sherpa.facts import Architecture
+from nemo2sherpa.validate.synth import Utterance, synthesize, to_pcm16, write_utterances
+
+SENTENCES = (
+    "we also need a small plastic snake and a big toy frog",
+    "the cat sat on the warm mat",
+    "please call stella and ask her to bring these things",
+    "she can see the red boat on the lake",
+    "my dog likes to run in the park",
+)
+
+
+@dataclass(frozen=True)
+class Voice:
+    """One espeak-ng rendering: voice (with variant), speed in words per minute, pitch 0-99."""
+
+    tag: str
+    voice: str
+    speed_wpm: int
+    pitch: int
+
+
+VOICES = (
+    Voice("us", "en-us", 165, 50),
+    Voice("gb", "en-gb", 150, 40),
+    Voice("usf", "en-us+f3", 180, 65),
+    Voice("rp", "en-gb-x-rp+m3", 140, 30),
+)
+
+VOCAB_SIZE = 64
+DURATIONS = (0, 1, 2, 3, 4)
+LEARNING_RATE = 3e-3
+CHECK_EVERY = 20
+MARGIN_STEPS = 40
+MAX_STEPS = 1500
+NOISE_SNR_DB = (25.0, 45.0)  # white noise added to each training utterance at a random SNR in this range
+MAX_SHIFT = 1280  # random leading samples (up to one 80 ms encoder frame), so alignment to the frame grid varies
+
+
+def architecture(attention: str = "rel_pos", context: tuple[int, int] = (-1, -1)) -> Architecture:
+    """The fixture's shape: a scaled-down Parakeet TDT (same blocks and options, a few hundred thousand weights)."""
+    return Architecture(
+        model_class="EncDecRNNTBPEModel",
+        encoder_layers=2,
+        d_model=64,
+        attention_heads=4,
+        ff_expansion_factor=4,
+        conv_kernel_size=9,
+        subsampling_factor=8,
+        subsampling_conv_channels=32,
+        attention=attention,
+        att_context_size=tuple(context),
+        xscaling=False,
+        use_bias=True,
+        pos_emb_max_len=5000,
+        mels=80,
+        vocab_size=VOCAB_SIZE,
+        durations=DURATIONS,
+        pred_hidden=64,
+        pred_rnn_layers=1,
+        joint_hidden=64,
+    )
+
+
+def normalise(text: str) -> str:
+    """Lower case, letters, digits and apostrophes, single spaces: how transcripts are compared."""
+    return " ".join(re.sub(r"[^a-z0-9' ]+", " ", text.lower()).split())
+
+
+def synthesise_all(sentences: Sequence[str] = SENTENCES, voices: Sequence[Voice] = VOICES) -> list[Utterance]:
+    """Every sentence in every voice, rounded to 16-bit samples: training sees exactly what the WAV files hold."""
+    utterances = []
+    for i, sentence in enumerate(sentences, start=1):
+        for voice in voices:
+            audio = synthesize(sentence, voice=voice.voice, speed_wpm=voice.speed_wpm, pitch=voice.pitch)
+            utterances.append(Utterance(name=f"s{i}-{voice.tag}", text=sentence, audio=to_pcm16(audio)))
+    return utterances
+
+
+def _hypothesis_text(hypothesis: Any) -> str:
+    return hypothesis if isinstance(hypothesis, str) else str(getattr(hypothesis, "text", hypothesis))
+
+
+def _flatten_transcripts(result: Any) -> list[str]:
+    """transcribe() returns a list of Hypothesis, or (best, all) for some models and NeMo versions."""
+    if isinstance(result, tuple):
+        result = result[0]
+    return [_hypothesis_text(h) for h in result]
+
+
+class Trainer:
+    """The model, its data as one padded batch, and the loop that trains it with the CPU TDT loss."""
+
+    def __init__(self, model: Any, utterances: list[Utterance], seed: int) -> None:
+        import torch
+
+        self.model = model
+        self.utterances = utterances
+        self.texts = [normalise(u.text) for u in utterances]
+        self.durations = list(model.cfg.decoding.durations)
+        self.sigma = float(model.cfg.loss.get("tdt_kwargs", {}).get("sigma", 0.0))
+        lengths = [len(u.audio) for u in utterances]
+        audio = np.zeros((len(utterances), max(lengths) + MAX_SHIFT), dtype=np.float32)
+        for i, u in enumerate(utterances):
+            audio[i, : len(u.audio)] = u.audio
+        self.audio = torch.from_numpy(audio)
+        self.lengths = torch.tensor(lengths, dtype=torch.long)
+        ids = [model.tokenizer.text_to_ids(u.text) for u in utterances]
+        self.targets = torch.zeros(len(ids), max(len(i) for i in ids), dtype=torch.long)
+        for row, token_ids in enumerate(ids):
+            self.targets[row, : len(token_ids)] = torch.tensor(token_ids)
+        self.target_lengths = torch.tensor([len(i) for i in ids], dtype=torch.long)
+        self.generator = torch.Generator().manual_seed(seed + 1)
+        self.optimizer = torch.optim.Adam(model.parameters(), lr=LEARNING_RATE)
+
+    def augmented(self) -> tuple[Any, Any]:
+        """The batch with a random leading shift and a little white noise per utterance (fresh each step)."""
+        import torch
+
+        g = self.generator
+        batch = self.audio.shape[0]
+        shifted = torch.zeros_like(self.audio)
+        lengths = self.lengths.clone()
+        shifts = torch.randint(0, MAX_SHIFT, (batch,), generator=g)
+        snr_db = torch.empty(batch).uniform_(*NOISE_SNR_DB, generator=g)
+        for i in range(batch):
+            n, s = int(self.lengths[i]), int(shifts[i])
+            clean = self.audio[i, :n]
+            power = clean.pow(2).mean().clamp(min=1e-8)
+            noise = torch.randn(n + s, generator=g) * torch.sqrt(power / 10 ** (snr_db[i] / 10))
+            shifted[i, : n + s] = noise
+            shifted[i, s: s + n] += clean
+            lengths[i] = n + s
+        return shifted, lengths
+
+    def step(self) -> float:
+        import torch
+
+        from nemo2sherpa.testing.tdt_loss import tdt_loss
+
+        self.model.train()
+        audio, lengths = self.augmented()
+        encoded, encoded_lengths = self.model.forward(input_signal=audio, input_signal_length=lengths)
+        decoded, target_lengths, _ = self.model.decoder(targets=self.targets, target_length=self.target_lengths)
+        joint = self.model.joint(encoder_outputs=encoded, decoder_outputs=decoded)
+        loss = tdt_loss(joint, self.targets, encoded_lengths, target_lengths, self.durations, sigma=self.sigma)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), 5.0)
+        self.optimizer.step()
+        return float(loss.item())
+
+    def decode(self) -> list[str]:
+        """NeMo's greedy TDT decoding (the model's own decoding config) of an eval-mode forward on the clean batch."""
+        import torch
+
+        self.model.eval()
+        with torch.inference_mode():
+            encoded, encoded_lengths = self.model.forward(input_signal=self.audio, input_signal_length=self.lengths)
+            hypotheses = self.model.decoding.rnnt_decoder_predictions_tensor(
+                encoder_output=encoded, encoded_lengths=encoded_lengths)
+        return [normalise(text) for text in _flatten_transcripts(hypotheses)]
+
+    def wrong(self, transcripts: list[str]) -> list[int]:
+        return [i for i, (got, want) in enumerate(zip(transcripts, self.texts)) if got != want]
+
+
+def train(model: Any, utterances: list[Utterance], seed: int, log=print) -> int:
+    """Train until NeMo decodes every utterance exactly, plus MARGIN_STEPS; the number of steps taken."""
+    trainer = Trainer(model, utterances, seed)
+    correct_since: int | None = None
+    for step in range(1, MAX_STEPS + 1):
+        loss = trainer.step()
+        if step % CHECK_EVERY and step != MAX_STEPS:
+            continue
+        wrong = trainer.wrong(trainer.decode())
+        log(f"step {step:4d}  loss {loss:8.3f}  wrong {len(wrong):2d}/{len(utterances)}")
+        if wrong:
+            correct_since = None
+        elif correct_since is None:
+            correct_since = step
+        if correct_since is not None and step - correct_since >= MARGIN_STEPS:
+            return step
+    raise RuntimeError(f"the fixture did not learn its {len(utterances)} utterances in {MAX_STEPS} steps")
+
+
+def add_transcribe_config(model: Any) -> None:
+    """A minimal validation_ds section: NeMo's transcribe() reads options from it and fails without one, and the
+    config that nemo_model_config() writes (through instantiate()) has no data sections."""
+    from omegaconf import open_dict
+
+    with open_dict(model.cfg):
+        if model.cfg.get("validation_ds") is None:
+            model.cfg.validation_ds = {
+                "manifest_filepath": None,
+                "sample_rate": int(model.cfg.get("sample_rate", 16000)),
+                "batch_size": 4,
+                "shuffle": False,
+                "use_start_end_token": False,
+            }
+
+
+def transcribe_files(model: Any, paths: Sequence[Path]) -> list[str]:
+    """NeMo's own transcribe() on WAV files, the way a user would check a checkpoint."""
+    from nemo2sherpa.convert.loading import quiet_nemo
+
+    model.eval()
+    with quiet_nemo():
+        result = model.transcribe([str(p) for p in paths], batch_size=4, verbose=False)
+    return _flatten_transcripts(result)
+
+
+def write_dataset(out: Path, utterances: Sequence[Utterance]) -> list[Path]:
+    paths = write_utterances(utterances, out / "audio")
+    with open(out / "dataset.jsonl", "w", encoding="utf-8") as stream:
+        for utterance, path in zip(utterances, paths):
+            line = {"audio": path.relative_to(out).as_posix(), "text": utterance.text}
+            stream.write(json.dumps(line) + "\n")
+    return paths
+
+
+def write_readme(out: Path, command: str, arch: Architecture, seed: int, steps: int, seconds: float,
+                 utterances: Sequence[Utterance]) -> None:
+    voices = "; ".join(f"{v.voice} {v.speed_wpm} wpm pitch {v.pitch}" for v in VOICES)
+    attention = arch.attention if arch.attention == "rel_pos" else (
+        f"{arch.attention}, att_context_size {list(arch.att_context_size or ())}")
+    sentences = "\n".join(f"- {s}" for s in SENTENCES)
+    total = sum(u.seconds for u in utterances)
+    (out / "README.md").write_text(f"""# {out.name}: a tiny trained NeMo TDT model
+
+Made by `nemo2sherpa.testing.train_fixture`, for tests and as the embedded demo model. It memorised its
+{len(utterances)} training utterances ({total:.0f} s of espeak-ng speech) and knows nothing else.
+
+    {command}
+
+- `model.nemo`: EncDecRNNTBPEModel, FastConformer encoder ({arch.encoder_layers} layers, d_model {arch.d_model},
+  {arch.attention_heads} heads, {attention}, dw_striding subsampling x{arch.subsampling_factor}), TDT durations
+  {list(arch.durations or ())}, SentencePiece BPE vocabulary of {arch.vocab_size} tokens (+ blank), {arch.mels} mels.
+- `audio/*.wav`: 16 kHz 16-bit mono; `dataset.jsonl`: one `{{"audio": ..., "text": ...}}` per line, audio paths
+  relative to that file.
+
+Sentences, each in {len(VOICES)} espeak-ng renderings ({voices}):
+
+{sentences}
+
+Trained from seed {seed} with Adam (lr {LEARNING_RATE}) on the whole set as one batch, with a little white noise and a
+random leading shift per step, using nemo2sherpa's CPU TDT loss (sigma from the config, omega 0): {steps} steps,
+{seconds:.0f} s on 2 CPU cores. Training stopped {MARGIN_STEPS} steps after NeMo's greedy decoding first got every
+utterance right; NeMo's `transcribe()` of the restored `model.nemo` then matched every transcript exactly.
+Rebuilding needs the same espeak-ng, torch and NeMo versions for bit-identical weights.
+""", encoding="utf-8")
+
+
+def parse_context(text: str) -> tuple[int, int]:
+    try:
+        left, right = (int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--context wants L,R (two integers), got {text!r}") from None
+    return left, right
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m nemo2sherpa.testing.train_fixture", description=__doc__.split(
+        "\n\n")[0])
+    parser.add_argument("--out", type=Path, required=True, help="fixture directory to (re)create")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--attention", choices=("rel_pos", "rel_pos_local_attn"), default="rel_pos")
+    parser.add_argument("--context", type=parse_context, default=None,
+                        help="attention context L,R (frames after subsampling); required for rel_pos_local_attn")
+    args = parser.parse_args(argv)
+    if args.attention == "rel_pos_local_attn" and args.context is None:
+        parser.error("--attention rel_pos_local_attn needs --context L,R")
+    context = args.context or (-1, -1)
+    out: Path = args.out
+    if out.exists() and any(out.iterdir()) and not (out / "model.nemo").is_file():
+        parser.error(f"{out} is not empty and holds no model.nemo; refusing to replace it")
+
+    # Before torch loads OpenMP: spinning OpenMP workers make this model's small matrix products several times
+    # slower on a shared 2-core machine (the same setting as nemo2sherpa.cli); it does not change any result.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    import torch
+
+    from nemo2sherpa.convert.loading import instantiate, quiet_nemo
+    from nemo2sherpa.convert.nemo_config import nemo_model_config
+    from nemo2sherpa.convert.tokenizer import trained_tokenizer
+
+    torch.set_num_threads(2)
+    torch.manual_seed(args.seed)
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+
+    started = time.monotonic()
+    utterances = synthesise_all()
+    print(f"synthesised {len(utterances)} utterances, {sum(u.seconds for u in utterances):.1f} s of audio")
+    arch = architecture(args.attention, context)
+    with tempfile.TemporaryDirectory() as scratch:
+        tokenizer_dir = Path(scratch) / "tokenizer"
+        trained_tokenizer(SENTENCES, VOCAB_SIZE, tokenizer_dir)
+        config = nemo_model_config(arch, str(tokenizer_dir))
+        model = instantiate(config)
+        parameters = sum(p.numel() for p in model.parameters())
+        print(f"model: {parameters} parameters, {args.attention} context {list(context)}")
+        train_started = time.monotonic()
+        with quiet_nemo():
+            steps = train(model, utterances, args.seed)
+        train_seconds = time.monotonic() - train_started
+        if out.exists():
+            shutil.rmtree(out)
+        out.mkdir(parents=True)
+        model.eval()
+        add_transcribe_config(model)
+        with quiet_nemo():
+            model.save_to(str(out / "model.nemo"))
+    paths = write_dataset(out, utterances)
+
+    from nemo.collections.asr.models import ASRModel
+
+    with quiet_nemo():
+        restored = ASRModel.restore_from(str(out / "model.nemo"), map_location="cpu")
+    transcripts = transcribe_files(restored, paths)
+    command = " ".join(["python -m nemo2sherpa.testing.train_fixture", *(argv if argv is not None else sys.argv[1:])])
+    write_readme(out, command, arch, args.seed, steps, train_seconds, utterances)
+    bad = 0
+    for utterance, text in zip(utterances, transcripts):
+        ok = normalise(text) == normalise(utterance.text)
+        bad += not ok
+        print(f"{'ok ' if ok else 'BAD'} {utterance.name:10s} {text}")
+    size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
+    print(f"steps {steps}, training {train_seconds:.1f} s, total {time.monotonic() - started:.1f} s, "
+          f"fixture {size / 1e6:.2f} MB (model.nemo {(out / 'model.nemo').stat().st_size / 1e6:.2f} MB)")
+    if bad:
+        print(f"error: NeMo transcribe() of the saved model got {bad} of {len(utterances)} utterances wrong",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
