@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from nemo2sherpa.recipes import find_recipe
+
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the CLI sets it; see nemo2sherpa.cli.main
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -69,3 +71,27 @@ def speechlike_signal(seconds: float = 3.0, sample_rate: int = 16000, seed: int 
 @pytest.fixture(scope="session")
 def signal() -> np.ndarray:
     return speechlike_signal()
+
+
+@pytest.fixture(scope="session")
+def fixture_recipe():
+    return find_recipe("tiny-tdt-en")
+
+
+@pytest.fixture(scope="session")
+def fixture_dir(tmp_path_factory, fixture_recipe) -> Path:
+    pytest.importorskip("nemo", reason="NeMo is not installed (the convert extra)")
+    from nemo2sherpa.convert import ConvertOptions, convert
+    from nemo2sherpa.progress import SILENT
+
+    return convert(ConvertOptions(source="tiny-tdt-en", output=tmp_path_factory.mktemp("fixture") / "tiny"),
+                   SILENT).output
+
+
+@pytest.fixture(scope="session")
+def validated(fixture_dir, tmp_path_factory):
+    """One full validation of the fixture directory (CPU), shared by the tests that read its report."""
+    from nemo2sherpa.progress import SILENT
+    from nemo2sherpa.validate.pipeline import ValidateOptions, validate
+
+    return validate(ValidateOptions(directory=fixture_dir, speed_lengths=(2.0, 5.0), repeats=1), SILENT)

@@ -43,6 +43,7 @@ def test_manifest_records_source_facts_versions_and_hashes(converted, checkpoint
     assert manifest.conversion_seconds and manifest.conversion_seconds > 0
     assert set(manifest.files) == EXPECTED_FILES - {"manifest.json"}
     assert file_problems(directory, manifest.files) == []
+    assert manifest.export["weights_written_from"] == "captured from the exporter"
     raw = json.loads((directory / "manifest.json").read_text())
     assert raw["model"]["decoder_kind"] == ("tdt" if built.architecture.durations else "rnnt")
 

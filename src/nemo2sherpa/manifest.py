@@ -124,9 +124,13 @@ def read_manifest(directory: Path) -> Manifest | None:
     return Manifest.from_dict(data, path)
 
 
-def record_files(directory: Path, names: Iterable[str]) -> dict[str, FileRecord]:
+def record_files(directory: Path, names: Iterable[str], known: Mapping[str, str] | None = None
+                 ) -> dict[str, FileRecord]:
+    """Size and sha256 of each file; `known` hashes (computed while the file was written) are not recomputed."""
+    known = known or {}
     return {
-        name: FileRecord(sha256=sha256_file(directory / name), size=(directory / name).stat().st_size)
+        name: FileRecord(sha256=known.get(name) or sha256_file(directory / name),
+                         size=(directory / name).stat().st_size)
         for name in names
     }
 

@@ -17,6 +17,12 @@ from typing import Any, Callable
 
 import numpy as np
 
+from nemo2sherpa.convert.lean_export import (
+    ExportedGraph,
+    captured_parameters,
+    graph_with_initializers,
+    pretranspose_linears,
+)
 from nemo2sherpa.convert.loading import quiet_nemo
 
 OPSET = 17
@@ -34,23 +40,40 @@ class Probe:
     outputs: list[np.ndarray]
 
 
-def export_graphs(model: Any, scratch: Path, on_graph: Callable[[str], Any] | None = None) -> dict[str, Path]:
-    """Export encoder, decoder and joiner into separate scratch folders (large graphs spill one file per tensor)."""
+def export_graphs(model: Any, scratch: Path, on_graph: Callable[[str], Any] | None = None) -> dict[str, ExportedGraph]:
+    """Export encoder, decoder and joiner, each with its weights held for write_graph (see lean_export)."""
     import torch
 
     exported = {}
     with quiet_nemo(), torch.no_grad():
         for graph, attribute in GRAPH_MODULES.items():
+            module = getattr(model, attribute)
             folder = scratch / graph
             folder.mkdir(parents=True, exist_ok=True)
             path = folder / f"{graph}.onnx"
-            torch.manual_seed(0)  # NeMo's example inputs are random; keep exports reproducible
             with on_graph(graph) if on_graph else contextlib.nullcontext():
-                getattr(model, attribute).export(
-                    str(path), onnx_opset_version=OPSET, use_dynamo=False, check_trace=False
-                )
-            exported[graph] = path
+                pretranspose_linears(module)
+                with captured_parameters() as parameters:
+                    _export(module, path)
+                result = graph_with_initializers(path, parameters)
+                if result is None:  # this torch keeps its internals elsewhere: let the exporter write the weights
+                    _export(module, path)
+                    result = ExportedGraph(model=_load_without_data(path), source=path)
+            exported[graph] = result
     return exported
+
+
+def _export(module: Any, path: Path) -> None:
+    import torch
+
+    torch.manual_seed(0)  # NeMo's example inputs are random; keep exports reproducible
+    module.export(str(path), onnx_opset_version=OPSET, use_dynamo=False, check_trace=False)
+
+
+def _load_without_data(path: Path):
+    import onnx
+
+    return onnx.load(str(path), load_external_data=False)
 
 
 def _flatten(value: Any) -> list[np.ndarray]:

@@ -1,16 +1,23 @@
 """Write an exported graph into the model directory: metadata set, weights inline or in ONE external-data file,
-files readable by everyone.
+files readable by everyone, the weights hashed as they are written.
 
-The TorchScript exporter writes one file per tensor once a model passes protobuf's 2 GiB limit (640 files for the
-1.1B encoder). Here the graph is read without its weights and every tensor is streamed, one at a time, into a single
-'<graph>.weights' file beside it: memory stays at one tensor, and users get two files instead of hundreds.
+Each tensor is written once, straight into '<graph>.weights' (page-aligned, so onnxruntime can map it), from wherever
+the export left it: the captured parameter arrays (see lean_export), or the exporter's own files when the capture
+was not available. Memory holds one tensor at a time beyond what the caller already has.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Mapping
+from typing import Mapping
+
+import numpy as np
+
+from nemo2sherpa.convert.lean_export import ExportedGraph
+from nemo2sherpa.onnx_graph import graph_tensors
 
 PROTOBUF_LIMIT = 2**31
 # Weights above this go to external data; what stays inline (graph structure, constants) must fit under the limit.
@@ -20,13 +27,22 @@ ALIGNMENT = 4096  # page-aligned tensors can be memory-mapped by onnxruntime
 FILE_MODE = 0o644
 
 
-def _tensor_bytes(tensor, base: Path) -> bytes:
-    """The tensor's data, wherever the exporter put it."""
+@dataclass
+class WrittenGraph:
+    files: list[Path]
+    sha256: dict[str, str] = field(default_factory=dict)  # hashes computed while writing, by file name
+
+
+def _tensor_bytes(tensor, graph: ExportedGraph) -> bytes | memoryview:
+    """The tensor's data, wherever the export put it."""
     from onnx import external_data_helper, numpy_helper
 
+    if tensor.name in graph.tensors and not tensor.HasField("raw_data"):
+        array = np.ascontiguousarray(graph.tensors[tensor.name])
+        return memoryview(array).cast("B")
     if external_data_helper.uses_external_data(tensor):
         info = external_data_helper.ExternalDataInfo(tensor)
-        with open(base / info.location, "rb") as stream:
+        with open(graph.source.parent / info.location, "rb") as stream:
             stream.seek(info.offset or 0)
             return stream.read(info.length) if info.length else stream.read()
     if tensor.HasField("raw_data"):
@@ -34,9 +50,11 @@ def _tensor_bytes(tensor, base: Path) -> bytes:
     return numpy_helper.to_array(tensor).tobytes()
 
 
-def _tensor_size(tensor) -> int:
+def _tensor_size(tensor, graph: ExportedGraph) -> int:
     from onnx import external_data_helper, helper
 
+    if tensor.name in graph.tensors and not tensor.HasField("raw_data"):
+        return int(graph.tensors[tensor.name].nbytes)
     if external_data_helper.uses_external_data(tensor):
         info = external_data_helper.ExternalDataInfo(tensor)
         if info.length:
@@ -49,13 +67,13 @@ def _tensor_size(tensor) -> int:
     return count * helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize
 
 
-def _make_inline(tensor, data: bytes) -> None:
+def _make_inline(tensor, data: bytes | memoryview) -> None:
     from onnx import TensorProto
 
     _clear_typed_fields(tensor)
     del tensor.external_data[:]
     tensor.data_location = TensorProto.DEFAULT
-    tensor.raw_data = data
+    tensor.raw_data = bytes(data)
 
 
 def _make_external(tensor, location: str, offset: int, length: int) -> None:
@@ -75,25 +93,6 @@ def _clear_typed_fields(tensor) -> None:
         tensor.ClearField(name)
 
 
-def _graph_tensors(graph) -> Iterator:
-    """Initializers and tensor-valued node attributes (Constant values), subgraphs included: the exporter spills
-    both to external files once a model is large."""
-    from onnx import AttributeProto
-
-    yield from graph.initializer
-    for node in graph.node:
-        for attribute in node.attribute:
-            if attribute.type == AttributeProto.TENSOR:
-                yield attribute.t
-            elif attribute.type == AttributeProto.TENSORS:
-                yield from attribute.tensors
-            elif attribute.type == AttributeProto.GRAPH:
-                yield from _graph_tensors(attribute.g)
-            elif attribute.type == AttributeProto.GRAPHS:
-                for subgraph in attribute.graphs:
-                    yield from _graph_tensors(subgraph)
-
-
 def set_metadata(model, metadata: Mapping[str, str]) -> None:
     """Replace the graph's metadata with exactly these keys."""
     del model.metadata_props[:]
@@ -103,45 +102,50 @@ def set_metadata(model, metadata: Mapping[str, str]) -> None:
 
 
 def write_graph(
-    exported: Path,
+    graph: ExportedGraph,
     target: Path,
     metadata: Mapping[str, str] | None = None,
     external_threshold: int = DEFAULT_EXTERNAL_THRESHOLD,
-) -> list[Path]:
-    """Copy the exported graph to `target` (+ `<stem>.weights` when large), returning the files written."""
+) -> WrittenGraph:
+    """Write `target` (+ `<stem>.weights` when the weights reach the threshold)."""
     import onnx
 
-    model = onnx.load(str(exported), load_external_data=False)
+    model = graph.model
     if metadata is not None:
         set_metadata(model, metadata)
-    base = exported.parent
-    tensors = [t for t in _graph_tensors(model.graph) if t.data_type != onnx.TensorProto.STRING]
-    total = sum(_tensor_size(t) for t in tensors)
-    written = [target]
+    tensors = [t for t in graph_tensors(model.graph) if t.data_type != onnx.TensorProto.STRING]
+    total = sum(_tensor_size(t, graph) for t in tensors)
+    written = WrittenGraph(files=[target])
     if total >= external_threshold:
         weights = target.with_suffix(".weights")
+        digest = hashlib.sha256()
         with open(weights, "wb") as out:
             for tensor in tensors:
-                data = _tensor_bytes(tensor, base)
+                data = _tensor_bytes(tensor, graph)
                 if len(data) < INLINE_TENSOR_BYTES:
                     _make_inline(tensor, data)
                     continue
                 padding = -out.tell() % ALIGNMENT
                 if padding:
                     out.write(b"\0" * padding)
+                    digest.update(b"\0" * padding)
                 offset = out.tell()
                 out.write(data)
+                digest.update(data)
                 _make_external(tensor, weights.name, offset, len(data))
                 del data
-        written.append(weights)
+        written.files.append(weights)
+        written.sha256[weights.name] = digest.hexdigest()
     else:
         for tensor in tensors:
-            if onnx.external_data_helper.uses_external_data(tensor):
-                _make_inline(tensor, _tensor_bytes(tensor, base))
+            if tensor.name in graph.tensors or onnx.external_data_helper.uses_external_data(tensor):
+                _make_inline(tensor, _tensor_bytes(tensor, graph))
     if model.ByteSize() >= PROTOBUF_LIMIT:
         raise RuntimeError(f"{target.name}: the graph without its weights still exceeds 2 GiB")
+    serialized = model.SerializeToString()
     with open(target, "wb") as out:
-        out.write(model.SerializeToString())
-    for path in written:
+        out.write(serialized)
+    written.sha256[target.name] = hashlib.sha256(serialized).hexdigest()
+    for path in written.files:
         os.chmod(path, FILE_MODE)
     return written

@@ -7,6 +7,7 @@ import datetime as dt
 import gc
 import platform
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -73,21 +74,24 @@ def convert(options: ConvertOptions, progress: Progress | None = None) -> Conver
         exported = export_graphs(loaded.model, scratch / "export", on_graph=lambda g: progress.stage(f"export {g}"))
         with progress.stage("probe PyTorch outputs"):
             probes = make_probes(loaded.model)
-        loaded.model = None  # free the weights before onnxruntime loads its copy
-        gc.collect()
 
         with progress.stage("write model directory"):
             metadata = sherpa_metadata(facts, resolved.url, _comment(facts, resolved, options.random_weights))
-            graph_files = {}
+            graph_files, hashes = {}, {}
+            weights_source = "captured from the exporter" if all(g.tensors for g in exported.values()) \
+                else "the exporter's files"
             for graph, name in FP32.graph_files().items():
                 written = write_graph(
-                    exported[graph], partial / name,
+                    exported.pop(graph), partial / name,
                     metadata=metadata if graph == "encoder" else None,
                     external_threshold=options.external_threshold,
                 )
-                graph_files[graph] = written[0]
+                graph_files[graph] = written.files[0]
+                hashes.update(written.sha256)
             write_tokens(partial / TOKENS, loaded.pieces)
             _remove_tree(scratch)
+        loaded.model = None  # the captured weights were the model's own tensors: free them all now
+        gc.collect()
 
         from nemo2sherpa.convert.selfcheck import check_probes
 
@@ -108,10 +112,11 @@ def convert(options: ConvertOptions, progress: Progress | None = None) -> Conver
                     "exporter": "torch.onnx TorchScript (NeMo Exportable)",
                     "external_data": {g: p.with_suffix(".weights").name for g, p in graph_files.items()
                                       if p.with_suffix(".weights").exists()},
+                    "weights_written_from": weights_source,
                     "self_check_max_abs_diff": self_check,
                 },
                 variants={"fp32": FP32},
-                files=record_files(partial, names),
+                files=record_files(partial, names, known=hashes),
                 random_weights=options.random_weights,
             )
             manifest.conversion_seconds = round(time.perf_counter() - started, 2)
@@ -162,10 +167,13 @@ def _checkpoint(resolved: ResolvedSource, scratch: Path, progress: Progress) -> 
         if len(pieces) != facts.vocab_size:
             raise UserError.about(path, f"its tokenizer has {len(pieces)} tokens but the model expects "
                                         f"{facts.vocab_size}")
-    with progress.stage("hash checkpoint"):
-        checkpoint = {**resolved.provenance, "sha256": sha256_file(path), "size": path.stat().st_size}
-    with progress.stage("load weights"), NemoArchive(path) as archive:
-        model = load_from_archive(archive, local_config, scratch)
+    # Hash the checkpoint on a second core while the weights load: hashlib releases the GIL on large reads.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        digest = pool.submit(sha256_file, path)
+        with progress.stage("load weights"), NemoArchive(path) as archive:
+            model = load_from_archive(archive, local_config, scratch)
+        with progress.stage("hash checkpoint"):
+            checkpoint = {**resolved.provenance, "sha256": digest.result(), "size": path.stat().st_size}
     facts = dataclasses.replace(facts, parameters=_parameter_count(model))
     return _Loaded(model=model, facts=facts, pieces=pieces, checkpoint=checkpoint)
 

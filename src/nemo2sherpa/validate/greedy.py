@@ -64,7 +64,7 @@ class GraphTransducer:
         out, out_len = self.encoder.run(None, {self._encoder_inputs[0]: batch, self._encoder_inputs[1]: length})
         return out[0], int(np.asarray(out_len).reshape(-1)[0])
 
-    def _step(self, token: int, states: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
+    def step(self, token: int, states: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
         feed = {
             self._decoder_inputs[0]: np.array([[token]], dtype=np.int32),
             self._decoder_inputs[1]: np.array([1], dtype=np.int32),
@@ -74,20 +74,20 @@ class GraphTransducer:
         outputs = self.decoder.run(None, feed)
         return outputs[0], list(outputs[2:])
 
-    def _joint(self, frame: np.ndarray, decoder_out: np.ndarray) -> np.ndarray:
+    def joint_logits(self, frame: np.ndarray, decoder_out: np.ndarray) -> np.ndarray:
         feed = {self._joiner_inputs[0]: frame[np.newaxis, :, np.newaxis], self._joiner_inputs[1]: decoder_out}
         return self.joiner.run(None, feed)[0].reshape(-1)
 
     def greedy(self, encoded: np.ndarray, length: int, max_symbols: int | None = 10) -> Hypothesis:
         states = [np.zeros(self.state_shape, dtype=np.float32) for _ in range(2)]
-        decoder_out, next_states = self._step(self.blank, states)
+        decoder_out, next_states = self.step(self.blank, states)
         tokens: list[int] = []
         frames: list[int] = []
         t = 0
         emitted_here = 0
         limit = max_symbols if max_symbols is not None else 1 << 30
         while t < length:
-            logits = self._joint(encoded[:, t], decoder_out)
+            logits = self.joint_logits(encoded[:, t], decoder_out)
             token = int(np.argmax(logits[: self.vocab_size + 1]))
             if self.durations:
                 skip = self.durations[int(np.argmax(logits[self.vocab_size + 1:]))]
@@ -98,7 +98,7 @@ class GraphTransducer:
                 frames.append(t)
                 emitted_here += 1
                 states = next_states
-                decoder_out, next_states = self._step(token, states)
+                decoder_out, next_states = self.step(token, states)
             if token == self.blank and skip == 0:
                 skip = 1
             if skip == 0 and emitted_here >= limit:

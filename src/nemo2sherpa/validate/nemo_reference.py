@@ -17,7 +17,7 @@ import numpy as np
 @dataclass(frozen=True)
 class NemoResult:
     features: np.ndarray  # [mels, T] as NeMo's preprocessor computes them
-    encoded: np.ndarray  # [D, T'] encoder output
+    encoded: np.ndarray  # [D, T'] encoder output, valid frames only
     encoded_length: int
     tokens: list[int]
     text: str
@@ -60,8 +60,39 @@ class NemoReference:
         text = model.tokenizer.ids_to_text(tokens) if tokens else ""
         return NemoResult(
             features=features[0].numpy().copy(),
-            encoded=encoded[0].numpy().copy(),
+            encoded=encoded[0, :, : int(encoded_length[0])].numpy().copy(),
             encoded_length=int(encoded_length[0]),
             tokens=tokens,
             text=text,
         )
+
+    @property
+    def max_symbols(self) -> int | None:
+        greedy = self.model.cfg.decoding.get("greedy", {}) or {}
+        value = greedy.get("max_symbols", None)
+        return None if value is None else int(value)
+
+    @property
+    def blank(self) -> int:
+        return int(self.model.decoder.blank_idx)
+
+    def initial_state(self):
+        return None
+
+    def decoder_step(self, token: int, state):
+        """One prediction-network step from `token` (blank = start), as the exported decoder runs it."""
+        import torch
+
+        with torch.inference_mode():
+            label = torch.tensor([[token]], dtype=torch.long)
+            output, next_state = self.model.decoder.predict(label, state, add_sos=False, batch_size=1)
+        return output[0, 0].numpy().copy(), next_state
+
+    def joint(self, frame: np.ndarray, decoder_output: np.ndarray) -> np.ndarray:
+        """Raw joint logits (no log-softmax) for one encoder frame and one decoder output."""
+        import torch
+
+        with torch.inference_mode():
+            f = torch.from_numpy(np.ascontiguousarray(frame, dtype=np.float32))[None, None]
+            g = torch.from_numpy(np.ascontiguousarray(decoder_output, dtype=np.float32))[None, None]
+            return self.model.joint.joint(f, g)[0, 0, 0].numpy().copy()

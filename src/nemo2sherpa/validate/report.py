@@ -1,0 +1,168 @@
+"""Write the validation report: report.json (stable keys, see docs/validation-report.md), report.md (tables a person
+reads) and decode_time.png (decode time against audio length per provider)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+FORMAT = "nemo2sherpa-validation"
+FORMAT_VERSION = 1
+REPORT_JSON, REPORT_MD, PLOT = "report.json", "report.md", "decode_time.png"
+CHECK_ORDER = ("contract", "graph_fidelity", "transcripts", "providers", "speed")
+
+
+def write_report(report: dict[str, Any], directory: Path) -> list[Path]:
+    """Write the three files atomically each (readers never see a half-written report)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    written = [_atomic_write(directory / REPORT_JSON, json.dumps(report, indent=2) + "\n"),
+               _atomic_write(directory / REPORT_MD, render_markdown(report))]
+    plot = plot_decode_times(report, directory / PLOT)
+    if plot:
+        written.append(plot)
+    return written
+
+
+def _atomic_write(path: Path, text: str) -> Path:
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temporary.write_text(text, encoding="utf-8")
+    os.chmod(temporary, 0o644)
+    os.replace(temporary, path)
+    return path
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        if value and (abs(value) < 10 ** -digits or abs(value) >= 1e6):
+            return f"{value:.2e}"
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def _pct(rate: Any) -> str:
+    return "-" if rate is None else f"{100 * rate:.1f}%"
+
+
+def render_markdown(report: dict[str, Any]) -> str:
+    checks = report["checks"]
+    lines = [f"# Validation of `{report['model_dir']}` ({report['variant']})", ""]
+    verdict = "PASSED" if report["passed"] else "FAILED"
+    lines += [f"**{verdict}** - nemo2sherpa {report['tool_version']}, {report['created']}", ""]
+    env = report.get("environment", {})
+    gpu = env.get("gpu")
+    hardware = f"{env.get('cpu', '?')} ({env.get('cores', '?')} cores)" + (f"; GPU {gpu['name']}" if gpu else "")
+    lines += [f"Hardware: {hardware}. Audio: {report['audio']['utterances']} utterances, "
+              f"{report['audio']['total_seconds']:.1f} s ({report['audio']['source']}).", ""]
+    lines += ["| check | status | notes |", "|---|---|---|"]
+    for name in CHECK_ORDER:
+        check = checks.get(name)
+        if check is None:
+            continue
+        notes = "; ".join(check.get("problems") or []) or (check.get("reason") or "")
+        lines.append(f"| {name.replace('_', ' ')} | {check['status']} | {notes.replace('|', '/')} |")
+    lines.append("")
+
+    fidelity = checks.get("graph_fidelity", {})
+    if fidelity.get("status") in ("passed", "failed"):
+        lines += ["## Graph fidelity (NeMo features into both)", "",
+                  "| utterances | encoder max abs diff | token ids equal to NeMo |", "|---|---|---|",
+                  f"| {fidelity['utterances']} | {_fmt(fidelity['encoder_max_abs_diff'])} | "
+                  f"{_pct(fidelity['token_match_rate'])} |", ""]
+        for mismatch in fidelity.get("mismatches", []):
+            lines.append(f"- `{mismatch['utterance']}`: **{mismatch['graph']}**: {mismatch['detail']}")
+        lines.append("")
+
+    transcripts = checks.get("transcripts", {})
+    if transcripts.get("providers"):
+        lines += ["## Transcripts through sherpa-onnx", "",
+                  "| provider | exact match with NeMo | WER vs NeMo | WER vs reference text |", "|---|---|---|---|"]
+        for provider, figures in transcripts["providers"].items():
+            lines.append(f"| {provider} | {_pct(figures.get('exact_match_rate'))} | "
+                         f"{_fmt(figures.get('wer_vs_nemo_percent'), 2)}% | "
+                         f"{_fmt(figures.get('wer_vs_truth_percent'), 2)}% |")
+        if transcripts.get("nemo_wer_vs_truth_percent") is not None:
+            lines.append(f"| NeMo itself | | | {_fmt(transcripts['nemo_wer_vs_truth_percent'], 2)}% |")
+        lines.append("")
+        differing = [u for u in transcripts.get("utterances", [])
+                     if u.get("nemo") is not None and any(" ".join(t.split()) != " ".join(u["nemo"].split())
+                                                          for t in u["sherpa"].values())]
+        if differing:
+            lines += ["Utterances where sherpa-onnx and NeMo differ:", ""]
+            for u in differing[:20]:
+                lines.append(f"- `{u['name']}`: NeMo: \"{u['nemo']}\"; " +
+                             "; ".join(f"{p}: \"{t}\"" for p, t in u["sherpa"].items()))
+            lines.append("")
+
+    providers = checks.get("providers", {})
+    if providers.get("status") in ("passed", "failed"):
+        lines += ["## Providers", ""]
+        for provider in report.get("providers", []):
+            info = providers.get(provider, {})
+            state = "available" if info.get("available") else f"NOT available: {info.get('reason')}"
+            runtime = f" ({info['runtime']})" if info.get("runtime") else ""
+            lines.append(f"- {provider}: {state}{runtime}")
+        if providers.get("cpu_cuda_exact_match_rate") is not None:
+            lines.append(f"- CPU and CUDA transcripts identical on {_pct(providers['cpu_cuda_exact_match_rate'])}")
+        lines.append("")
+
+    speed = checks.get("speed", {})
+    if speed.get("buckets"):
+        providers_timed = [p for p in ("cpu", "cuda") if any(p in b for b in speed["buckets"])]
+        header = "| audio s | " + " | ".join(f"{p} decode s | {p} RTFx" for p in providers_timed)
+        header += " | CUDA speedup |" if "cuda" in providers_timed else " |"
+        lines += [f"## Speed (median of {speed['repeats']} after warm-up, {speed['threads']} threads)", "",
+                  header, "|" + "---|" * (1 + 2 * len(providers_timed) + ("cuda" in providers_timed))]
+        for bucket in speed["buckets"]:
+            cells = [_fmt(bucket["seconds"], 1)]
+            for p in providers_timed:
+                cells += [_fmt(bucket.get(p, {}).get("decode_seconds"), 3), _fmt(bucket.get(p, {}).get("rtfx"), 1)]
+            if "cuda" in providers_timed:
+                cells.append(_fmt(bucket.get("cuda_speedup"), 2))
+            lines.append("| " + " | ".join(cells) + " |")
+        lines.append("")
+        loads = ", ".join(f"{p} {_fmt(s, 2)} s" for p, s in speed.get("load_seconds", {}).items())
+        lines.append(f"Model load: {loads}.")
+        if "cuda" in providers_timed:
+            lines.append(f"Break-even (CUDA faster from): {_fmt(speed.get('break_even_seconds'), 2)} s; "
+                         f"recommended: CUDA for audio of at least "
+                         f"{_fmt(speed.get('recommended_gpu_min_seconds'), 1)} s, CPU below.")
+        lines += ["", f"![decode time]({PLOT})", ""]
+    versions = env.get("versions", {})
+    if versions:
+        lines += ["## Versions", "", ", ".join(f"{k} {v}" for k, v in versions.items()), ""]
+    return "\n".join(lines)
+
+
+def plot_decode_times(report: dict[str, Any], path: Path) -> Path | None:
+    speed = report["checks"].get("speed", {})
+    if not speed.get("buckets"):
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(6.4, 4.0), dpi=100)
+    for provider, marker in (("cpu", "o"), ("cuda", "s")):
+        points = [(b["seconds"], b[provider]["decode_seconds"]) for b in speed["buckets"] if provider in b]
+        if points:
+            xs, ys = zip(*points)
+            axis.plot(xs, ys, marker=marker, label=provider.upper())
+    if speed.get("break_even_seconds"):
+        axis.axvline(speed["break_even_seconds"], color="grey", linestyle=":", label="break-even")
+    axis.set_xlabel("audio length (s)")
+    axis.set_ylabel("decode time (s)")
+    axis.set_title(f"{report['model_dir']} ({report['variant']}): sherpa-onnx decode time")
+    axis.grid(True, alpha=0.3)
+    axis.legend()
+    figure.tight_layout()
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp.png")
+    figure.savefig(temporary)
+    plt.close(figure)
+    os.chmod(temporary, 0o644)
+    os.replace(temporary, path)
+    return path

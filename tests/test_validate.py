@@ -1,0 +1,190 @@
+"""validate on the trained fixture: a good directory passes with real text, every kind of damage is named."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers import assert_one_line_error, run_cli
+
+
+pytestmark = pytest.mark.nemo
+FAST = ["--speed-lengths", "2,5", "--repeats", "1", "-q"]
+
+
+def copy_dir(source: Path, target: Path, without: tuple[str, ...] = ("validation",)) -> Path:
+    shutil.copytree(source, target, ignore=shutil.ignore_patterns(*without))
+    return target
+
+
+def test_the_fixture_directory_passes_and_nemo_graphs_and_truth_agree(validated, fixture_recipe):
+    report = validated.report
+    assert report["passed"] is True, json.dumps({k: v for k, v in report["checks"].items()}, indent=1)[:3000]
+    fidelity = report["checks"]["graph_fidelity"]
+    assert fidelity["status"] == "passed" and fidelity["token_match_rate"] == 1.0
+    assert fidelity["encoder_max_abs_diff"] < 1e-3
+    utterances = report["checks"]["transcripts"]["utterances"]
+    dataset_lines = fixture_recipe.dataset_path().read_text().splitlines()
+    assert len(utterances) == len([line for line in dataset_lines if line.strip()])
+    # a trained model: NeMo says the very sentence, and graph-level decoding equals NeMo (token_match_rate above)
+    assert all(u["nemo"] == u["truth"] for u in utterances)
+    cpu = report["checks"]["transcripts"]["providers"]["cpu"]
+    assert 0.0 <= cpu["exact_match_rate"] <= 1.0 and cpu["wer_vs_truth_percent"] is not None
+    print(f"sherpa-onnx == NeMo on {cpu['exact_match_rate']:.0%} of the fixture's utterances, "
+          f"WER vs truth {cpu['wer_vs_truth_percent']}%")
+
+
+def test_report_files_exist_and_parse(validated):
+    directory = validated.report_dir
+    report = json.loads((directory / "report.json").read_text())
+    assert report["format"] == "nemo2sherpa-validation" and report["format_version"] == 1
+    assert set(report["checks"]) == {"contract", "graph_fidelity", "transcripts", "providers", "speed"}
+    speed = report["checks"]["speed"]
+    assert [b["seconds"] for b in speed["buckets"]] == [2.0, 5.0]
+    assert all(b["cpu"]["decode_seconds"] > 0 and b["cpu"]["rtfx"] > 0 for b in speed["buckets"])
+    markdown = (directory / "report.md").read_text()
+    assert "## Graph fidelity" in markdown and "## Transcripts through sherpa-onnx" in markdown
+    assert (directory / "decode_time.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_cli_exit_codes_and_rerun_from_cache_without_nemo(validated, fixture_dir, tmp_path, capsys):
+    ran = run_cli(["validate", fixture_dir, "--no-nemo", "--no-speed", "--report-dir", tmp_path / "r", "-q"], capsys)
+    assert ran.code == 0, ran.out + ran.err
+    report = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert report["checks"]["graph_fidelity"]["reference"] == "cache"
+    assert report["checks"]["graph_fidelity"]["token_match_rate"] == 1.0
+    ran = run_cli(["validate", fixture_dir, "--provider", "gpu"], capsys)
+    assert ran.code == 2
+
+
+def test_a_joiner_from_another_model_fails(fixture_dir, converted, tmp_path, capsys):
+    broken = copy_dir(fixture_dir, tmp_path / "foreign")
+    shutil.copyfile(converted["tdt-80"] / "joiner.onnx", broken / "joiner.onnx")
+    ran = run_cli(["validate", broken, "--no-speed", "-q"], capsys)
+    assert ran.code == 1
+    report = json.loads((broken / "validation" / "report.json").read_text())
+    problems = " ".join(report["checks"]["contract"]["problems"])
+    assert "manifest: joiner.onnx" in problems and "the joiner takes 32-wide encoder frames" in problems
+
+
+def test_a_third_party_directory_without_manifest_validates(fixture_dir, fixture_recipe, tmp_path, capsys):
+    plain = copy_dir(fixture_dir, tmp_path / "third-party", without=("validation", "manifest.json"))
+    ran = run_cli(["validate", plain, "--dataset", fixture_recipe.dataset_path(), "--no-speed", "-q"], capsys)
+    assert ran.code == 0, ran.out
+    report = json.loads((plain / "validation" / "report.json").read_text())
+    assert report["checks"]["contract"]["manifest"] == {"present": False}
+    assert report["checks"]["graph_fidelity"]["status"] == "skipped"
+    assert "--nemo" in report["checks"]["graph_fidelity"]["reason"]
+    assert report["checks"]["transcripts"]["providers"]["cpu"]["wer_vs_truth_percent"] is not None
+    # given the checkpoint, the same directory is compared with NeMo too
+    ran = run_cli(["validate", plain, "--nemo", fixture_recipe.bundled_path(), "--no-speed", "-q",
+                   "--dataset", fixture_recipe.dataset_path()], capsys)
+    report = json.loads((plain / "validation" / "report.json").read_text())
+    assert report["checks"]["graph_fidelity"]["token_match_rate"] == 1.0
+
+
+def _edit_metadata(path: Path, key: str, value: str) -> None:
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    for entry in model.metadata_props:
+        if entry.key == key:
+            entry.value = value
+    onnx.save(model, str(path))
+
+
+def _damage_tokens(directory: Path) -> None:
+    lines = (directory / "tokens.txt").read_text().splitlines()
+    (directory / "tokens.txt").write_text("\n".join(lines[:-2] + lines[-1:]) + "\n")
+
+
+def _damage_feat_dim(directory: Path) -> None:
+    _edit_metadata(directory / "encoder.onnx", "feat_dim", "128")
+
+
+def _damage_vocab(directory: Path) -> None:
+    _edit_metadata(directory / "encoder.onnx", "vocab_size", "63")
+
+
+def _damage_url(directory: Path) -> None:
+    _edit_metadata(directory / "encoder.onnx", "url", "https://example.com/rnnt")
+
+
+def _rename_piece(directory: Path) -> None:
+    text = (directory / "tokens.txt").read_text().replace("\u2581the ", "\u2581teh ", 1)
+    (directory / "tokens.txt").write_text(text)
+
+
+TAMPERING = {
+    "tokens-line-removed": (_damage_tokens, ["tokens.txt: ids are not contiguous from 0", "manifest: tokens.txt has"]),
+    "wrong-feat-dim": (_damage_feat_dim, ["feat_dim=128", "encoder takes 80 features"]),
+    "vocab-size-edited": (_damage_vocab, ["tokens.txt has 65 tokens; vocab_size 63"]),
+    "tdt-url-lost": (_damage_url, ["needs 65", "the manifest says TDT"]),
+    "piece-renamed": (_rename_piece, ["manifest: tokens.txt does not match its sha256"]),
+}
+
+
+@pytest.mark.parametrize("case", list(TAMPERING))
+def test_tampering_is_detected_and_named(fixture_dir, tmp_path, capsys, case):
+    damage, expected = TAMPERING[case]
+    broken = copy_dir(fixture_dir, tmp_path / case)
+    damage(broken)
+    ran = run_cli(["validate", broken, "--no-speed", "-q"], capsys)
+    assert ran.code == 1, ran.out
+    problems = " ".join(json.loads((broken / "validation" / "report.json").read_text())["checks"]["contract"]
+                        ["problems"])
+    for fragment in expected:
+        assert fragment in problems, (fragment, problems)
+
+
+def test_truncated_external_weights_are_named(tmp_path, capsys):
+    from nemo2sherpa.convert import ConvertOptions, convert
+    from nemo2sherpa.progress import SILENT
+
+    directory = convert(ConvertOptions(source="tiny-tdt-en", output=tmp_path / "ext", external_threshold=0),
+                        SILENT).output
+    weights = directory / "encoder.weights"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    ran = run_cli(["validate", directory, "--no-speed", "-q"], capsys)
+    assert ran.code == 1
+    problems = " ".join(json.loads((directory / "validation" / "report.json").read_text())["checks"]["contract"]
+                        ["problems"])
+    assert "encoder.weights is truncated" in problems
+
+
+def test_cuda_without_a_cuda_runtime_fails_clearly(fixture_dir, tmp_path, capsys):
+    ran = run_cli(["validate", fixture_dir, "--provider", "cpu,cuda", "--speed-lengths", "2", "--repeats", "1",
+                   "--report-dir", tmp_path / "r", "-q"], capsys)
+    assert ran.code == 1
+    report = json.loads((tmp_path / "r" / "report.json").read_text())
+    providers = report["checks"]["providers"]
+    assert providers["status"] == "failed" and providers["cuda"]["available"] is False
+    assert "onnxruntime-gpu" in " ".join(providers["problems"])
+    assert all("cuda" not in bucket for bucket in report["checks"]["speed"]["buckets"])
+    assert "cuda" not in report["checks"]["transcripts"]["providers"]
+
+
+def test_audio_of_any_rate_and_channels_is_accepted_and_bad_audio_named(fixture_dir, fixture_recipe, tmp_path,
+                                                                       capsys):
+    import soundfile as sf
+    import soxr
+
+    first = json.loads(fixture_recipe.dataset_path().read_text().splitlines()[0])
+    samples, rate = sf.read(str(fixture_recipe.dataset_path().parent / first["audio"]), dtype="float32")
+    stereo = np.stack([soxr.resample(samples, rate, 44100)] * 2, axis=1)
+    sf.write(str(tmp_path / "stereo.flac"), stereo, 44100)
+    ran = run_cli(["validate", fixture_dir, "--audio", tmp_path / "stereo.flac", "--no-speed", "--report-dir",
+                   tmp_path / "r", "-q"], capsys)
+    assert ran.code == 0, ran.out
+    report = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert report["checks"]["transcripts"]["utterances"][0]["nemo"] == first["text"]
+
+    (tmp_path / "empty.wav").write_bytes(b"")
+    ran = run_cli(["validate", fixture_dir, "--audio", tmp_path / "empty.wav", "--no-speed", "-q"], capsys)
+    assert_one_line_error(ran, "empty.wav")
+    sf.write(str(tmp_path / "silent.wav"), np.zeros(0, dtype=np.float32), 16000)
+    ran = run_cli(["validate", fixture_dir, "--audio", tmp_path / "silent.wav", "--no-speed", "-q"], capsys)
+    assert_one_line_error(ran, "silent.wav", "holds no audio samples")
