@@ -1,0 +1,533 @@
+"""The model card (README.md of the published repository), rendered from the manifest, the validation report and
+the recipe catalog.
+
+Why generated and not templated by hand: every figure on the card must come from a file in the same commit
+(manifest.json, validation/report.json), so a reader can check it, and nothing is ever invented: a check that was
+skipped says so, a figure that was not measured is "n/a". Pure function of its inputs (no clock, no network), so
+the dry run writes byte for byte the card that would be uploaded. Local paths never reach the card: a local source
+is shown by file name only, and path-like text from the report is cut down to its last component.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from pathlib import PureWindowsPath
+from typing import Any
+
+import yaml
+
+from nemo2sherpa.manifest import MANIFEST_NAME, Manifest
+from nemo2sherpa.publish.plan import PLOT, REPORT_JSON, REPORT_MD, VALIDATION_DIR, PublishPlan
+from nemo2sherpa.recipes import Recipe, find_recipe, recipe_for_repo
+
+PROJECT_URL = "https://github.com/nemo2sherpa/nemo2sherpa"
+SHERPA_ONNX_URL = "https://github.com/k2-fsa/sherpa-onnx"
+SHERPA_RS_URL = "https://github.com/thewh1teagle/sherpa-rs"
+MIN_SHERPA_ONNX_EXTERNAL_DATA = "1.12.36"  # first sherpa-onnx that loads external weights from the model's path
+CHECK_NAMES = {"contract": "sherpa-onnx contract", "graph_fidelity": "graph fidelity", "transcripts": "transcripts",
+               "providers": "providers", "speed": "speed"}
+LICENSE_URLS = {"cc-by-4.0": "https://creativecommons.org/licenses/by/4.0/",
+                "apache-2.0": "https://www.apache.org/licenses/LICENSE-2.0"}
+NA = "n/a"
+
+# An absolute path (POSIX or Windows) not inside a URL: reduced to its last component.
+_PATH = re.compile(r"(?<![\w.:/~-])(?:[A-Za-z]:[\\/]|/|~/)(?:[^\s/\\|`'\"()<>]+[\\/])*([^\s/\\|`'\"()<>]+)")
+
+
+def render_card(plan: PublishPlan, repo_id: str, revision: str = "main") -> str:
+    manifest = plan.manifest
+    recipe = source_recipe(manifest.source)
+    sections = [
+        front_matter(manifest, recipe),
+        _title(plan, repo_id, recipe),
+        _source(manifest, recipe),
+        _model(manifest),
+        _files(plan),
+        _usage(plan, repo_id, revision),
+        _validation(plan),
+        _conversion(manifest),
+    ]
+    return "\n".join(part.rstrip("\n") + "\n" for part in sections if part)
+
+
+def source_recipe(source: dict[str, Any]) -> Recipe | None:
+    """The catalog entry behind the source: by recipe name first, then by repository."""
+    recipe = find_recipe(source["recipe"]) if source.get("recipe") else None
+    if recipe is None and source.get("repo_id"):
+        recipe = recipe_for_repo(str(source["repo_id"]))
+    return recipe
+
+
+def front_matter(manifest: Manifest, recipe: Recipe | None) -> str:
+    """The YAML block the Hub reads: licence, base model, library, task, languages, tags."""
+    metadata: dict[str, Any] = {}
+    if recipe is not None and recipe.license:
+        metadata["license"] = recipe.license.lower()
+    repo_id = manifest.source.get("repo_id")
+    if repo_id:
+        metadata["base_model"] = str(repo_id)
+    metadata["library_name"] = "sherpa-onnx"
+    metadata["pipeline_tag"] = "automatic-speech-recognition"
+    if recipe is not None and recipe.languages:
+        metadata["language"] = list(recipe.languages)
+    metadata["tags"] = ["nemo", "parakeet", "tdt" if manifest.model.is_tdt else "rnnt", "onnx", "sherpa-onnx"]
+    return "---\n" + yaml.safe_dump(metadata, sort_keys=False, allow_unicode=True) + "---\n"
+
+
+# --- what it is and where it came from ---------------------------------------------------------------------------
+
+
+def _title(plan: PublishPlan, repo_id: str, recipe: Recipe | None) -> str:
+    manifest = plan.manifest
+    lines = [f"# {repo_id.split('/')[-1]}", ""]
+    if plan.forced:
+        lines += [f"> **Not validated: published with `--force`; {_redact(plan.forced_because or '')}.** "
+                  "Nothing below proves that this model transcribes like the original; see "
+                  "[Validation](#validation).", ""]
+    kind = "TDT" if manifest.model.is_tdt else "RNNT"
+    lines.append(f"A NeMo FastConformer {kind} transducer ({manifest.model.model_class}) for "
+                 f"[sherpa-onnx]({SHERPA_ONNX_URL}): {_source_link(manifest.source)} converted to float32 ONNX by "
+                 f"[nemo2sherpa]({PROJECT_URL}) {manifest.tool_version}. The weights are the checkpoint's own; only "
+                 "the format changed.")
+    if "Hybrid" in manifest.model.model_class:
+        lines.append("The checkpoint is a hybrid TDT/RNNT-CTC model: only its transducer branch is exported.")
+    if recipe is not None and recipe.description:
+        lines += ["", f"{recipe.description}."]
+    return "\n".join(lines) + "\n"
+
+
+def _source_link(source: dict[str, Any]) -> str:
+    if source.get("repo_id"):
+        return f"[{source['repo_id']}](https://huggingface.co/{source['repo_id']})"
+    return f"the checkpoint `{_file_name(source.get('filename'))}`"
+
+
+def _file_name(name: Any) -> str:
+    """A file name only: a local source must not leak where it lived."""
+    return PureWindowsPath(str(name)).name if name else "unknown"  # either separator, any OS
+
+
+def _source(manifest: Manifest, recipe: Recipe | None) -> str:
+    source = manifest.source
+    rows: list[tuple[str, str]] = []
+    kind = source.get("kind")
+    if source.get("repo_id"):
+        rows.append(("repository", _source_link(source)))
+    elif kind == "bundled":
+        rows.append(("origin", "shipped with nemo2sherpa"))
+    else:
+        rows.append(("origin", "a local file (not published on the Hub)"))
+    rows.append(("file", f"`{_file_name(source.get('filename'))}`"))
+    if source.get("repo_id"):
+        resolved = source.get("resolved_revision")
+        rows.append(("revision", f"`{source.get('revision') or 'main'}`"
+                     + (f", commit `{resolved}`" if resolved else ", commit not recorded")))
+    rows.append(("sha256", f"`{source['sha256']}`" if source.get("sha256") else NA))
+    if source.get("size") is not None:
+        rows.append(("size", f"{_bytes(int(source['size']))} bytes"))
+    if recipe is not None:
+        rows.append(("recipe", f"`{recipe.name}` (nemo2sherpa's catalog)"))
+    rows.append(("licence", _licence(recipe)))
+    lines = ["## Source", "", "| | |", "|---|---|", *[f"| {k} | {_cell(v)} |" for k, v in rows], ""]
+    lines += _attribution(source, recipe)
+    return "\n".join(lines) + "\n"
+
+
+def _licence(recipe: Recipe | None) -> str:
+    if recipe is None or not recipe.license:
+        return "not recorded by nemo2sherpa: the licence of the source checkpoint applies"
+    url = LICENSE_URLS.get(recipe.license.lower())
+    return f"[{recipe.license}]({url})" if url else recipe.license
+
+
+def _attribution(source: dict[str, Any], recipe: Recipe | None) -> list[str]:
+    if recipe is None or not recipe.license:
+        return []
+    if recipe.license.lower().startswith("cc-by") and source.get("repo_id"):
+        owner = str(source["repo_id"]).split("/")[0]
+        return [f"Attribution: this model is derived from {_source_link(source)} by {owner}, licensed under "
+                f"{_licence(recipe)}. Changes: exported to ONNX for sherpa-onnx (same weights, float32); "
+                "no endorsement by the original authors is implied.", ""]
+    return [f"Licensed under {_licence(recipe)}, as its source.", ""]
+
+
+def _model(manifest: Manifest) -> str:
+    facts, arch = manifest.model, manifest.model.architecture
+    decoder = (f"TDT, durations {list(facts.durations)}" if facts.is_tdt else "RNNT") + \
+        f"; prediction network {arch.pred_rnn_layers} x LSTM {arch.pred_hidden}"
+    rows = [
+        ("encoder", f"FastConformer: {_plural(arch.encoder_layers, 'layer')}, d_model {arch.d_model}, "
+                    f"{_plural(arch.attention_heads, 'attention head')} ({arch.attention}), "
+                    f"subsampling x{arch.subsampling_factor}"),
+        ("decoder", decoder),
+        ("vocabulary", f"{facts.vocab_size} tokens + blank (`tokens.txt`)"),
+        ("input", f"{arch.mels} mel bins, {facts.sample_rate} Hz mono, normalisation `{facts.normalize or 'none'}`"),
+        ("parameters", _count(facts.parameters)),
+        ("sherpa-onnx", f"`model_type=\"nemo_transducer\"`; the encoder's metadata url "
+                        f"`{_redact(manifest.sherpa_metadata.get('url', ''))}` makes it decode as "
+                        f"{'TDT' if facts.is_tdt else 'RNNT'}"),
+    ]
+    return "\n".join(["## Model", "", "| | |", "|---|---|", *[f"| {k} | {_cell(v)} |" for k, v in rows], ""]) + "\n"
+
+
+def _files(plan: PublishPlan) -> str:
+    manifest = plan.manifest
+    lines = ["## Files", "", "| file | bytes | sha256 |", "|---|---:|---|"]
+    total = 0
+    for name, record in sorted(manifest.files.items()):
+        lines.append(f"| `{name}` | {_bytes(record.size)} | `{record.sha256}` |")
+        total += record.size
+    manifest_bytes = (plan.directory / MANIFEST_NAME).read_bytes()
+    manifest_sha = hashlib.sha256(manifest_bytes).hexdigest()
+    lines.append(f"| `{MANIFEST_NAME}` | {_bytes(len(manifest_bytes))} | `{manifest_sha}` |")
+    lines += ["", f"Model files: {_human_bytes(total)}. `{MANIFEST_NAME}` records the source, the model facts, the "
+                  "versions used and these hashes.", ""]
+    external = sorted(set((manifest.export.get("external_data") or {}).values()))
+    if external:
+        lines.append(f"Keep {', '.join(f'`{n}`' for n in external)} next to the `.onnx` file(s): they hold the "
+                     f"weights (ONNX external data), which sherpa-onnx {MIN_SHERPA_ONNX_EXTERNAL_DATA} and later load "
+                     "from the model's directory.")
+        lines.append("")
+    if plan.validation.files:
+        lines.append("The validation report is in " + ", ".join(
+            f"[`{VALIDATION_DIR}/{n}`]({VALIDATION_DIR}/{n})" for n in plan.validation.files) + ".")
+        lines.append("")
+    return "\n".join(lines) + "\n"
+
+
+# --- how to load it -----------------------------------------------------------------------------------------------
+
+
+def _usage(plan: PublishPlan, repo_id: str, revision: str) -> str:
+    manifest = plan.manifest
+    local = repo_id.split("/")[-1]
+    variant = manifest.variants.get("fp32") or next(iter(manifest.variants.values()))
+    encoder, decoder, joiner = (f"{local}/{n}" for n in (variant.encoder, variant.decoder, variant.joiner))
+    tokens = f"{local}/tokens.txt"
+    mels = manifest.model.architecture.mels
+    rate = manifest.model.sample_rate
+    threshold = _check(plan.validation.report, "speed").get("recommended_gpu_min_seconds")
+    provider_note = (f"\"cuda\" measured faster from {_num(threshold, 1)} s of audio (see Speed)"
+                     if _is_number(threshold) else "or \"cuda\" with a CUDA-enabled onnxruntime")
+    revision_flag = f" --revision {revision}" if revision != "main" else ""
+    return f"""## Usage
+
+Download (needs `huggingface_hub`):
+
+```bash
+hf download {repo_id}{revision_flag} --local-dir {local}
+```
+
+### Python (sherpa-onnx)
+
+```python
+import sherpa_onnx
+import soundfile as sf
+
+recognizer = sherpa_onnx.OfflineRecognizer.from_transducer(
+    encoder="{encoder}",
+    decoder="{decoder}",
+    joiner="{joiner}",
+    tokens="{tokens}",
+    model_type="nemo_transducer",   # required: the default selects another model family
+    feature_dim={mels},
+    num_threads=2,
+    provider="cpu",                 # {provider_note}
+)
+audio, sample_rate = sf.read("speech.wav", dtype="float32")  # {rate} Hz mono expected
+stream = recognizer.create_stream()
+stream.accept_waveform(sample_rate, audio)
+recognizer.decode_stream(stream)
+print(stream.result.text)
+```
+
+### Command line (`sherpa-onnx-offline`)
+
+```bash
+sherpa-onnx-offline \\
+  --encoder={encoder} \\
+  --decoder={decoder} \\
+  --joiner={joiner} \\
+  --tokens={tokens} \\
+  --model-type=nemo_transducer \\
+  --provider=cpu \\
+  --num-threads=2 \\
+  speech.wav
+```
+
+### Rust ([sherpa-rs]({SHERPA_RS_URL}))
+
+With the `sherpa-rs` crate (0.6.8 or later: `TransducerConfig` has `model_type`; the `cuda` feature for `"cuda"`):
+
+```rust
+use sherpa_rs::read_audio_file;
+use sherpa_rs::transducer::{{TransducerConfig, TransducerRecognizer}};
+
+fn main() {{
+    let (samples, sample_rate) = read_audio_file("speech.wav").unwrap(); // {rate} Hz mono
+    let config = TransducerConfig {{
+        encoder: "{encoder}".into(),
+        decoder: "{decoder}".into(),
+        joiner: "{joiner}".into(),
+        tokens: "{tokens}".into(),
+        model_type: "nemo_transducer".into(),
+        sample_rate: {rate},
+        feature_dim: {mels},
+        num_threads: 2,
+        provider: Some("cpu".into()),
+        ..Default::default()
+    }};
+    let mut recognizer = TransducerRecognizer::new(config).unwrap();
+    println!("{{}}", recognizer.transcribe(sample_rate, &samples));
+}}
+```
+"""
+
+
+# --- the proof ----------------------------------------------------------------------------------------------------
+
+
+def _validation(plan: PublishPlan) -> str:
+    report = plan.validation.report
+    lines = ["## Validation", ""]
+    if report is None:
+        lines += ["**No validation report**: published with `--force`. Run `nemo2sherpa validate` on the downloaded "
+                  "directory before relying on it.", ""]
+        return "\n".join(lines)
+    verdict = "PASSED" if plan.validation.passed else "FAILED"
+    lines.append(f"**{verdict}**: `nemo2sherpa validate` {_redact(str(report.get('tool_version', '?')))}, "
+                 f"{_redact(str(report.get('created', '?')))}, variant `{_redact(report['variant'])}`.")
+    if plan.forced:
+        lines.append("Published anyway, with `--force`.")
+    lines += ["", f"Hardware: {_hardware(report)}.", ""]
+    audio = report.get("audio") or {}
+    if audio:
+        lines += [f"Audio: {audio.get('utterances', NA)} utterances, {_num(audio.get('total_seconds'), 1)} s, "
+                  f"{_redact(str(audio.get('source', NA)))}; {audio.get('with_text', NA)} with reference text.", ""]
+    lines += _checks_table(report)
+    lines += _fidelity(report) + _transcripts(report) + _providers(report)
+    lines += _speed(report, has_plot=PLOT in plan.validation.files)
+    links = [f"[`{n}`]({VALIDATION_DIR}/{n})" for n in (REPORT_MD, REPORT_JSON) if n in plan.validation.files]
+    lines += [f"Full report: {', '.join(links)}.", ""]
+    return "\n".join(lines)
+
+
+def _check(report: dict[str, Any] | None, name: str) -> dict[str, Any]:
+    checks = (report or {}).get("checks") or {}
+    check = checks.get(name)
+    return check if isinstance(check, dict) else {}
+
+
+def _ran(check: dict[str, Any]) -> bool:
+    return check.get("status") in ("passed", "failed")
+
+
+def _status(report: dict[str, Any], name: str) -> str:
+    """A check's status as the card shows it: run or not, and why not."""
+    check = _check(report, name)
+    if not check:
+        return "not run"
+    if check.get("status") == "skipped":
+        return f"skipped: {_redact(str(check.get('reason') or 'no reason given'))}"
+    return str(check.get("status"))
+
+
+def _checks_table(report: dict[str, Any]) -> list[str]:
+    thresholds = report.get("thresholds") or {}
+    lines = ["| check | status | problems |", "|---|---|---|"]
+    for name, title in CHECK_NAMES.items():
+        problems = "; ".join(_redact(str(p)) for p in _check(report, name).get("problems") or [])
+        lines.append(f"| {title} | {_cell(_status(report, name))} | {_cell(problems)} |")
+    lines.append("")
+    if thresholds:
+        lines += ["Thresholds: " + ", ".join(f"{_cell(str(k))} {_plain(v)}" for k, v in thresholds.items()) + ".", ""]
+    return lines
+
+
+def _skipped_note(report: dict[str, Any], name: str) -> list[str]:
+    return [f"{CHECK_NAMES[name].capitalize()}: {_status(report, name)}.", ""]
+
+
+def _fidelity(report: dict[str, Any]) -> list[str]:
+    check = _check(report, "graph_fidelity")
+    lines = ["### Graph fidelity", ""]
+    if not _ran(check):
+        return lines + _skipped_note(report, "graph_fidelity")
+    lines += ["The ONNX graphs against NeMo on the same features (NeMo's preprocessor feeds both).", "",
+              "| reference | utterances | encoder max abs diff | token ids equal to NeMo's |", "|---|---:|---:|---:|",
+              f"| {_cell(str(check.get('reference', NA)))} | {check.get('utterances', NA)} | "
+              f"{_sci(check.get('encoder_max_abs_diff'))} | {_pct(check.get('token_match_rate'))} |", ""]
+    for mismatch in (check.get("mismatches") or [])[:10]:
+        lines.append(f"- `{_redact(str(mismatch.get('utterance')))}`, {_redact(str(mismatch.get('graph')))}: "
+                     f"{_redact(str(mismatch.get('detail')))}")
+    return lines + ([""] if check.get("mismatches") else [])
+
+
+def _transcripts(report: dict[str, Any]) -> list[str]:
+    check = _check(report, "transcripts")
+    lines = ["### Transcripts: sherpa-onnx against NeMo", ""]
+    if not _ran(check) or not check.get("providers"):
+        return lines + _skipped_note(report, "transcripts")
+    lines += [f"Reference: {_cell(str(check.get('reference', NA)))}. sherpa-onnx computes its own features, so a "
+              "small share of differing transcripts is expected (see the sherpa-onnx contract).", "",
+              "| provider | exact match with NeMo | WER vs NeMo | WER vs reference text |", "|---|---:|---:|---:|"]
+    for provider, figures in check["providers"].items():
+        figures = figures or {}
+        lines.append(f"| {_cell(str(provider))} | {_pct(figures.get('exact_match_rate'))} | "
+                     f"{_percent(figures.get('wer_vs_nemo_percent'))} | "
+                     f"{_percent(figures.get('wer_vs_truth_percent'))} |")
+    if check.get("nemo_wer_vs_truth_percent") is not None:
+        lines.append(f"| NeMo itself | | | {_percent(check['nemo_wer_vs_truth_percent'])} |")
+    return lines + [""]
+
+
+def _providers(report: dict[str, Any]) -> list[str]:
+    check = _check(report, "providers")
+    lines = ["### Providers", ""]
+    if not _ran(check):
+        return lines + _skipped_note(report, "providers")
+    for provider in report.get("providers") or []:
+        info = check.get(provider) or {}
+        if info.get("available"):
+            runtime = f" ({_redact(str(info['runtime']))})" if info.get("runtime") else ""
+            lines.append(f"- {provider}: available{runtime}")
+        else:
+            lines.append(f"- {provider}: not available ({_redact(str(info.get('reason') or 'no reason given'))})")
+    if check.get("cpu_cuda_exact_match_rate") is not None:
+        lines.append(f"- CPU and CUDA transcripts identical: {_pct(check['cpu_cuda_exact_match_rate'])}")
+    return lines + [""]
+
+
+def _speed(report: dict[str, Any], has_plot: bool) -> list[str]:
+    check = _check(report, "speed")
+    lines = ["### Speed", ""]
+    buckets = check.get("buckets") or []
+    if not _ran(check) or not buckets:
+        return lines + _skipped_note(report, "speed")
+    timed = [p for p in ("cpu", "cuda") if any(p in b for b in buckets)]
+    lines.append(f"sherpa-onnx decode time per audio length: median of {check.get('repeats', NA)} runs after a "
+                 f"warm-up, {check.get('threads', NA)} threads, on {_hardware(report)}.")
+    lines.append("")
+    header = ["audio (s)"] + [f"{p.upper()} {h}" for p in timed for h in ("decode (s)", "RTFx")]
+    if "cuda" in timed and "cpu" in timed:
+        header.append("CUDA speedup")
+    lines += ["| " + " | ".join(header) + " |", "|" + "---:|" * len(header)]
+    for bucket in buckets:
+        cells = [_num(bucket.get("seconds"), 1)]
+        for provider in timed:
+            figures = bucket.get(provider) or {}
+            cells += [_num(figures.get("decode_seconds"), 3), _num(figures.get("rtfx"), 1)]
+        if len(header) > 1 + 2 * len(timed):
+            cells.append(_num(bucket.get("cuda_speedup"), 2))
+        lines.append("| " + " | ".join(cells) + " |")
+    lines.append("")
+    loads = check.get("load_seconds") or {}
+    if loads:
+        lines.append("Model load: " + ", ".join(f"{p.upper()} {_num(s, 2)} s" for p, s in loads.items()) + ".")
+    if "cuda" in timed:
+        lines.append(f"Break-even (CUDA faster from): {_seconds(check.get('break_even_seconds'))}. "
+                     f"Recommended: CUDA for audio of at least {_seconds(check.get('recommended_gpu_min_seconds'))}, "
+                     "CPU below.")
+    else:
+        lines.append("CUDA was not timed: no break-even or recommendation.")
+    lines.append("")
+    if has_plot:
+        lines += [f"![decode time against audio length]({VALIDATION_DIR}/{PLOT})", ""]
+    return lines
+
+
+def _hardware(report: dict[str, Any]) -> str:
+    env = report.get("environment") or {}
+    cpu = f"{_redact(str(env.get('cpu') or 'unknown CPU'))} ({env.get('cores', '?')} cores)"
+    gpu = env.get("gpu")
+    if isinstance(gpu, dict) and gpu.get("name"):
+        driver = f", driver {_redact(str(gpu['driver']))}" if gpu.get("driver") else ""
+        return f"{cpu}, GPU {_redact(str(gpu['name']))}{driver}"
+    return f"{cpu}, no GPU"
+
+
+# --- how it was made ----------------------------------------------------------------------------------------------
+
+
+def _conversion(manifest: Manifest) -> str:
+    export = manifest.export
+    lines = ["## Conversion", "",
+             f"Converted on {manifest.created} by nemo2sherpa {manifest.tool_version}"
+             + (f" in {_num(manifest.conversion_seconds, 1)} s" if manifest.conversion_seconds is not None else "")
+             + f": opset {export.get('opset', NA)}, {_redact(str(export.get('exporter', NA)))}.", ""]
+    lines += ["| package | version |", "|---|---|",
+              *[f"| {_cell(k)} | {_cell(v)} |" for k, v in manifest.versions.items()]]
+    lines.append("")
+    self_check = export.get("self_check_max_abs_diff") or {}
+    if self_check:
+        lines.append("At conversion, each graph was run with onnxruntime on inputs the exporter never traced and "
+                     "compared with PyTorch (max abs diff): " + "; ".join(
+                         f"{graph} " + ", ".join(f"{_sci(v)} ({probe})" for probe, v in (probes or {}).items())
+                         for graph, probes in self_check.items()) + ".")
+        lines.append("")
+    return "\n".join(lines)
+
+
+# --- formatting ---------------------------------------------------------------------------------------------------
+
+
+def _redact(text: str) -> str:
+    """Cut absolute local paths down to their last component (URLs are left alone)."""
+    return _PATH.sub(lambda m: m.group(1), text)
+
+
+def _cell(text: Any) -> str:
+    return " ".join(str(text).split()).replace("|", "\\|")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _num(value: Any, digits: int) -> str:
+    return f"{value:.{digits}f}" if _is_number(value) else NA
+
+
+def _plain(value: Any) -> str:
+    return f"{value:g}" if _is_number(value) else NA
+
+
+def _plural(count: Any, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
+def _sci(value: Any) -> str:
+    return f"{value:.2e}" if _is_number(value) else NA
+
+
+def _pct(rate: Any) -> str:
+    return f"{100 * rate:.1f}%" if _is_number(rate) else NA
+
+
+def _percent(value: Any) -> str:
+    return f"{value:.2f}%" if _is_number(value) else NA
+
+
+def _seconds(value: Any) -> str:
+    return f"{value:.1f} s" if _is_number(value) else NA
+
+
+def _bytes(size: int) -> str:
+    return f"{size:,}"
+
+
+def _human_bytes(size: int) -> str:
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if size >= scale:
+            return f"{size / scale:.1f} {unit}"
+    return f"{size} bytes"
+
+
+def _count(value: int | None) -> str:
+    if not value:
+        return NA
+    for unit, scale in (("B", 1e9), ("M", 1e6), ("k", 1e3)):
+        if value >= scale:
+            return f"{value / scale:.1f}{unit} ({value:,})"
+    return f"{value:,}"

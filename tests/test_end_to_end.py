@@ -1,0 +1,35 @@
+"""The whole product path on the trained fixture, through the CLI: convert -> validate -> publish --dry-run."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+from helpers import assert_one_line_error, run_cli
+
+pytestmark = pytest.mark.nemo
+
+
+def test_a_validated_fixture_publishes_a_card_carrying_its_real_report(validated, fixture_dir, tmp_path, capsys):
+    staging = tmp_path / "staging"
+    ran = run_cli(["publish", fixture_dir, "--repo-id", "someone/tiny-tdt-en-sherpa-onnx", "--dry-run", staging,
+                   "-q"], capsys)
+    assert ran.code == 0, ran.err
+    report = json.loads((fixture_dir / "validation" / "report.json").read_text())
+    assert json.loads((staging / "validation" / "report.json").read_text()) == report
+    card = (staging / "README.md").read_text()
+    assert "library_name: sherpa-onnx" in card and 'model_type="nemo_transducer"' in card
+    fidelity = report["checks"]["graph_fidelity"]
+    assert f"{fidelity['utterances']}" in card and "100.0%" in card
+    for name in ("encoder.onnx", "decoder.onnx", "joiner.onnx", "tokens.txt", "manifest.json"):
+        assert (staging / name).read_bytes() == (fixture_dir / name).read_bytes()
+        assert name in card
+
+
+def test_an_unvalidated_directory_is_refused_by_the_cli(fixture_dir, tmp_path, capsys):
+    plain = tmp_path / "tiny"
+    shutil.copytree(fixture_dir, plain, ignore=shutil.ignore_patterns("validation"))
+    ran = run_cli(["publish", plain, "--repo-id", "someone/x", "--dry-run", tmp_path / "staging"], capsys)
+    assert_one_line_error(ran, "validation")
+    assert not (tmp_path / "staging").exists()
