@@ -78,6 +78,26 @@ def recipes(as_json: bool) -> int:
     return 0
 
 
+def _precisions(value: str) -> tuple[str, ...]:
+    chosen = tuple(dict.fromkeys(p.strip().lower() for p in value.split(",") if p.strip()))
+    unknown = [p for p in chosen if p not in ("fp32", "int8", "fp16")]
+    if unknown or not chosen:
+        raise click.BadParameter(f"unknown precision {', '.join(unknown) or '(none)'}; use fp32, int8, fp16")
+    return ("fp32", *[p for p in chosen if p != "fp32"])
+
+
+def _context(value: str | None) -> tuple[int, int] | None:
+    if value is None:
+        return None
+    try:
+        left, right = (int(v) for v in value.split(","))
+    except ValueError:
+        raise click.BadParameter("two integers, left,right (e.g. 128,128)") from None
+    if left < 1 or right < 0:
+        raise click.BadParameter("left must be >= 1 and right >= 0 frames")
+    return left, right
+
+
 @cli.command()
 @click.argument("source")
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path),
@@ -90,21 +110,32 @@ def recipes(as_json: bool) -> int:
               metavar="BYTES", help="Put a graph's weights into one external .weights file when they exceed BYTES "
                                     "[default: 2000000000, under protobuf's 2 GiB limit].")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for --random-weights.")
+@click.option("--precision", "precisions", default="fp32", show_default=True, metavar="LIST",
+              callback=lambda c, p, v: _precisions(v),
+              help="Comma-separated precisions to write: fp32 (always written, the reference), int8, fp16.")
+@click.option("--attention", type=click.Choice(["full", "local"]), default=None,
+              help="Export with this attention instead of the checkpoint's (local: long-form audio).")
+@click.option("--context", default=None, metavar="L,R", callback=lambda c, p, v: _context(v),
+              help="Left,right attention context in encoder frames for --attention local (e.g. 128,128).")
+@click.option("--no-optimize", is_flag=True, help="Write the encoder graph as exported, without optimisation.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress lines.")
 def convert(source: str, output: Path, revision: str | None, random_weights: bool, overwrite: bool,
-            external_threshold: int | None, seed: int, quiet: bool) -> int:
+            external_threshold: int | None, seed: int, precisions: tuple[str, ...], attention: str | None,
+            context: tuple[int, int] | None, no_optimize: bool, quiet: bool) -> int:
     """Convert SOURCE into a sherpa-onnx model directory.
 
     SOURCE is a recipe name (see `nemo2sherpa recipes`), a Hugging Face repo id (owner/name) or a local .nemo file.
     """
     from nemo2sherpa.convert import ConvertOptions, convert as run_convert
+    from nemo2sherpa.convert.encoder_prep import AttentionRequest
     from nemo2sherpa.convert.onnx_files import DEFAULT_EXTERNAL_THRESHOLD
     from nemo2sherpa.progress import Progress
 
     options = ConvertOptions(
         source=source, output=output, revision=revision, random_weights=random_weights, overwrite=overwrite,
         external_threshold=DEFAULT_EXTERNAL_THRESHOLD if external_threshold is None else external_threshold,
-        seed=seed,
+        seed=seed, precisions=precisions, attention=AttentionRequest(attention=attention, context=context),
+        optimize=not no_optimize,
     )
     result = run_convert(options, Progress(enabled=not quiet))
     click.echo(str(result.output))

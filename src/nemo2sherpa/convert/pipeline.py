@@ -15,10 +15,13 @@ from typing import Any
 from nemo2sherpa import __version__
 from nemo2sherpa.contract import sherpa_metadata
 from nemo2sherpa.convert.archive import CONFIG_NAME, NemoArchive
+from nemo2sherpa.convert.encoder_prep import AttentionRequest, prepare_encoder
 from nemo2sherpa.convert.model_config import facts_from_config, parse_config
 from nemo2sherpa.convert.nemo_config import nemo_model_config
 from nemo2sherpa.convert.onnx_files import DEFAULT_EXTERNAL_THRESHOLD, write_graph
+from nemo2sherpa.convert.optimize import optimize_encoder
 from nemo2sherpa.convert.sources import ResolvedSource, resolve_source
+from nemo2sherpa.convert.variants import write_variants
 from nemo2sherpa.errors import UserError
 from nemo2sherpa.facts import ModelFacts
 from nemo2sherpa.hashing import sha256_file
@@ -41,6 +44,9 @@ class ConvertOptions:
     overwrite: bool = False
     external_threshold: int = DEFAULT_EXTERNAL_THRESHOLD
     seed: int = 0
+    precisions: tuple[str, ...] = ("fp32",)
+    attention: AttentionRequest = AttentionRequest()
+    optimize: bool = True
 
 
 @dataclass(frozen=True)
@@ -67,13 +73,18 @@ def convert(options: ConvertOptions, progress: Progress | None = None) -> Conver
         scratch.mkdir()
         loaded = _random(resolved, scratch, options.seed, progress) if options.random_weights else \
             _checkpoint(resolved, scratch, progress)
-        facts = loaded.facts
+        prep = prepare_encoder(loaded.model, loaded.facts, options.attention, resolved.path)
+        facts = prep.facts
 
         from nemo2sherpa.convert.export import export_graphs, make_probes
 
         exported = export_graphs(loaded.model, scratch / "export", on_graph=lambda g: progress.stage(f"export {g}"))
         with progress.stage("probe PyTorch outputs"):
             probes = make_probes(loaded.model)
+        optimizations: dict[str, Any] = {"optimizations": []}
+        if options.optimize:
+            with progress.stage("optimize encoder graph"):
+                exported["encoder"], optimizations = optimize_encoder(exported["encoder"])
 
         with progress.stage("write model directory"):
             metadata = sherpa_metadata(facts, resolved.url, _comment(facts, resolved, options.random_weights))
@@ -97,6 +108,7 @@ def convert(options: ConvertOptions, progress: Progress | None = None) -> Conver
 
         with progress.stage("check ONNX against PyTorch"):
             self_check = check_probes(graph_files, probes)
+        variants = {"fp32": FP32, **write_variants(partial, FP32, facts, options.precisions, progress)}
 
         with progress.stage("hash files and write manifest"):
             names = sorted(p.name for p in partial.iterdir() if p.is_file())
@@ -114,8 +126,10 @@ def convert(options: ConvertOptions, progress: Progress | None = None) -> Conver
                                       if p.with_suffix(".weights").exists()},
                     "weights_written_from": weights_source,
                     "self_check_max_abs_diff": self_check,
+                    **prep.info,
+                    **optimizations,
                 },
-                variants={"fp32": FP32},
+                variants=variants,
                 files=record_files(partial, names, known=hashes),
                 random_weights=options.random_weights,
             )
@@ -146,13 +160,6 @@ def _check_recipe(recipe: Recipe | None, facts: ModelFacts, path: Path) -> None:
         raise UserError.about(path, f"does not match recipe {recipe.name}: {'; '.join(differences)}")
 
 
-def _check_supported(facts: ModelFacts, path: Path) -> None:
-    attention = facts.architecture.attention or ""
-    if "local" in attention:
-        raise UserError.about(path, f"uses {attention} attention, whose plain export is silently wrong; "
-                                    "local-attention export is not supported yet")
-
-
 def _checkpoint(resolved: ResolvedSource, scratch: Path, progress: Progress) -> _Loaded:
     from nemo2sherpa.convert.loading import load_from_archive, localise_tokenizer, tokenizer_pieces
 
@@ -161,7 +168,6 @@ def _checkpoint(resolved: ResolvedSource, scratch: Path, progress: Progress) -> 
         config = parse_config(archive.read_text(CONFIG_NAME), path)
         facts = facts_from_config(config, path)
         _check_recipe(resolved.recipe, facts, path)
-        _check_supported(facts, path)
         local_config = localise_tokenizer(archive, config, scratch)
         pieces = tokenizer_pieces(local_config, path)
         if len(pieces) != facts.vocab_size:
@@ -187,7 +193,6 @@ def _random(resolved: ResolvedSource, scratch: Path, seed: int, progress: Progre
         model = random_model(recipe.architecture, scratch, seed=seed)
         config = nemo_model_config(recipe.architecture, str(scratch / "tokenizer"))
         facts = facts_from_config(config, Path(recipe.name))
-        _check_supported(facts, Path(recipe.name))
         pieces = [model.tokenizer.ids_to_tokens([i])[0] for i in range(model.tokenizer.vocab_size)]
     facts = dataclasses.replace(facts, parameters=_parameter_count(model))
     checkpoint = {**resolved.provenance, "sha256": None, "size": None}
