@@ -73,12 +73,14 @@ def main() -> None:
         results.append(row)
 
     print(f"\nmachine: {platform.machine()}, {platform.processor() or '?'}; python {platform.python_version()}")
-    print(f"{'recipe':24} {'method':12} {'wall s':>8} {'peak RSS GB':>12} {'files':>6} {'output GB':>10}")
+    print(f"{'recipe':24} {'method':12} {'wall s':>8} {'peak RSS GB':>12} {'tree GB':>8} {'written GB':>11} "
+          f"{'files':>6} {'output GB':>10}")
     for row in results:
         for method in ("plain", "nemo2sherpa"):
             r = row[method]
             print(f"{row['recipe']:24} {method:12} {r.get('wall_s', float('nan')):8.1f} "
-                  f"{r.get('peak_rss_gb', float('nan')):12.2f} {r['files']:6d} {r['bytes'] / 1e9:10.2f}")
+                  f"{r.get('peak_rss_gb', float('nan')):12.2f} {r.get('peak_tree_rss_gb', float('nan')):8.2f} "
+                  f"{r.get('written_gb', float('nan')):11.2f} {r['files']:6d} {r['bytes'] / 1e9:10.2f}")
         ratio = row["nemo2sherpa"]["wall_s"] / row["plain"]["wall_s"]
         print(f"{'':24} {'ratio':12} {ratio:8.2f}")
     if args.json:
