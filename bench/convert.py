@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import shlex
 import shutil
 import subprocess
 import sys
@@ -33,8 +34,21 @@ def build_random_checkpoint(recipe_name: str, path: Path) -> None:
     subprocess.run([sys.executable, "-c", code, recipe_name, str(path)], check=True)
 
 
-def measured(command: list[str]) -> dict:
-    done = subprocess.run([sys.executable, str(HERE / "measure.py"), "--", *command], capture_output=True, text=True)
+def measured(command: list[str], memory_limit_gb: float | None = None) -> dict:
+    wrapped = [sys.executable, str(HERE / "measure.py"), "--", *command]
+    if memory_limit_gb is None:
+        return _run_measured(wrapped)
+    from cgroup import memory_cgroup
+
+    with memory_cgroup(int(memory_limit_gb * 2**30)) as group:
+        script = group["enter"] + " && exec " + " ".join(shlex.quote(part) for part in wrapped)
+        result = _run_measured(["sh", "-c", script])
+        result.update(group["stats"]())
+    return result
+
+
+def _run_measured(command: list[str]) -> dict:
+    done = subprocess.run(command, capture_output=True, text=True)
     lines = done.stdout.strip().splitlines()
     result = json.loads(lines[-1]) if lines else {"returncode": done.returncode}
     result["stderr_tail"] = done.stderr.strip().splitlines()[-3:]
@@ -51,6 +65,8 @@ def main() -> None:
     parser.add_argument("recipes", nargs="+")
     parser.add_argument("--workdir", type=Path, default=Path("work/bench"))
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--memory-limit-gb", type=float, default=None,
+                        help="Run nemo2sherpa inside a memory cgroup of this size (Linux, root), as proof it fits.")
     args = parser.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
     nemo2sherpa = str(Path(sys.executable).with_name("nemo2sherpa"))
@@ -68,7 +84,7 @@ def main() -> None:
             out = args.workdir / ("plain" if method == "plain" else "ours")
             shutil.rmtree(out, ignore_errors=True)
             print(f"[{recipe}] {method} ...", file=sys.stderr, flush=True)
-            row[method] = measured(command)
+            row[method] = measured(command, args.memory_limit_gb if method == "nemo2sherpa" else None)
             row[method]["files"], row[method]["bytes"] = disk_usage(out)
         results.append(row)
 
@@ -83,6 +99,10 @@ def main() -> None:
                   f"{r.get('written_gb', float('nan')):11.2f} {r['files']:6d} {r['bytes'] / 1e9:10.2f}")
         ratio = row["nemo2sherpa"]["wall_s"] / row["plain"]["wall_s"]
         print(f"{'':24} {'ratio':12} {ratio:8.2f}")
+        if "limit_gb" in row["nemo2sherpa"]:
+            r = row["nemo2sherpa"]
+            print(f"{'':24} nemo2sherpa ran inside a {r['limit_gb']} GiB memory cgroup: exit {r['returncode']}, "
+                  f"cgroup peak {r.get('cgroup_peak_gb')} GiB (page cache included), limit hits {r.get('cgroup_limit_hits')}")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
 

@@ -87,7 +87,7 @@ def convert(options: ConvertOptions, progress: Progress | None = None) -> Conver
                 exported["encoder"], optimizations = optimize_encoder(exported["encoder"])
 
         with progress.stage("write model directory"):
-            metadata = sherpa_metadata(facts, resolved.url, _comment(facts, resolved, options.random_weights))
+            metadata = sherpa_metadata(facts, resolved.url, _comment(facts, options.random_weights))
             graph_files, hashes = {}, {}
             weights_source = "captured from the exporter" if all(g.tensors for g in exported.values()) \
                 else "the exporter's files"
@@ -203,7 +203,7 @@ def _parameter_count(model: Any) -> int:
     return int(sum(p.numel() for p in model.parameters()))
 
 
-def _comment(facts: ModelFacts, resolved: ResolvedSource, random_weights: bool) -> str:
+def _comment(facts: ModelFacts, random_weights: bool) -> str:
     parts = [f"Converted by nemo2sherpa {__version__}"]
     if "Hybrid" in facts.model_class:
         parts.append("only the transducer branch is exported")

@@ -35,7 +35,8 @@ class ResolvedSource:
 def resolve_source(spec: str, revision: str | None = None) -> ResolvedSource:
     """Local file first (a path wins over a same-named recipe), then recipe, then repo id."""
     candidate = Path(spec).expanduser()
-    if candidate.exists() or spec.endswith(".nemo") or os.sep in spec and not _REPO_ID.match(spec):
+    looks_like_path = spec.endswith(".nemo") or (os.sep in spec and not _REPO_ID.match(spec))
+    if candidate.exists() or looks_like_path:
         return _local(candidate, revision)
     recipe = find_recipe(spec)
     if recipe is not None:

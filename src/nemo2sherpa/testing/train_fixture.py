@@ -17,6 +17,7 @@ transcribe() on the written WAV files, from the model restored out of the saved 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import random
@@ -60,8 +61,6 @@ VOICES = (
     Voice("rp", "en-gb-x-rp+m3", 140, 30),
 )
 
-VOCAB_SIZE = 64
-DURATIONS = (0, 1, 2, 3, 4)
 LEARNING_RATE = 3e-3
 CHECK_EVERY = 20
 MARGIN_STEPS = 40
@@ -71,28 +70,12 @@ MAX_SHIFT = 1280  # random leading samples (up to one 80 ms encoder frame), so a
 
 
 def architecture(attention: str = "rel_pos", context: tuple[int, int] = (-1, -1)) -> Architecture:
-    """The fixture's shape: a scaled-down Parakeet TDT (same blocks and options, a few hundred thousand weights)."""
-    return Architecture(
-        model_class="EncDecRNNTBPEModel",
-        encoder_layers=2,
-        d_model=64,
-        attention_heads=4,
-        ff_expansion_factor=4,
-        conv_kernel_size=9,
-        subsampling_factor=8,
-        subsampling_conv_channels=32,
-        attention=attention,
-        att_context_size=tuple(context),
-        xscaling=False,
-        use_bias=True,
-        pos_emb_max_len=5000,
-        mels=80,
-        vocab_size=VOCAB_SIZE,
-        durations=DURATIONS,
-        pred_hidden=64,
-        pred_rnn_layers=1,
-        joint_hidden=64,
-    )
+    """The fixture's shape, as the recipe catalog states it (a scaled-down Parakeet TDT), with the attention asked
+    for."""
+    from nemo2sherpa.recipes import get_recipe
+
+    return dataclasses.replace(get_recipe("tiny-tdt-en").architecture, attention=attention,
+                               att_context_size=tuple(context))
 
 
 def normalise(text: str) -> str:
@@ -329,7 +312,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     arch = architecture(args.attention, context)
     with tempfile.TemporaryDirectory() as scratch:
         tokenizer_dir = Path(scratch) / "tokenizer"
-        trained_tokenizer(SENTENCES, VOCAB_SIZE, tokenizer_dir)
+        trained_tokenizer(SENTENCES, int(arch.vocab_size or 0), tokenizer_dir)
         config = nemo_model_config(arch, str(tokenizer_dir))
         model = instantiate(config)
         parameters = sum(p.numel() for p in model.parameters())
