@@ -33,3 +33,18 @@ def test_an_unvalidated_directory_is_refused_by_the_cli(fixture_dir, tmp_path, c
     ran = run_cli(["publish", plain, "--repo-id", "someone/x", "--dry-run", tmp_path / "staging"], capsys)
     assert_one_line_error(ran, "validation")
     assert not (tmp_path / "staging").exists()
+
+
+def test_an_int8_variant_validates_against_fp32_through_the_cli(tmp_path, capsys):
+    directory = tmp_path / "tiny"
+    ran = run_cli(["convert", "tiny-tdt-en", "-o", directory, "--precision", "fp32,int8", "-q"], capsys)
+    assert ran.code == 0, ran.err
+    ran = run_cli(["validate", directory, "--precision", "int8", "--speed-lengths", "2", "--repeats", "1", "-q"],
+                  capsys)
+    assert ran.code == 0, ran.out
+    report = json.loads((directory / "validation" / "report.json").read_text())
+    assert report["variant"] == "int8" and report["files"]["encoder"] == "encoder.int8.onnx"
+    precision = report["checks"]["precision"]
+    assert precision["status"] == "passed" and precision["reference"] == "fp32"
+    assert precision["transcripts"]["cpu"]["blank_only"] == 0
+    assert "## Precision: int8 against fp32" in (directory / "validation" / "report.md").read_text()

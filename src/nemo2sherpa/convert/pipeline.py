@@ -108,7 +108,9 @@ def convert(options: ConvertOptions, progress: Progress | None = None) -> Conver
 
         with progress.stage("check ONNX against PyTorch"):
             self_check = check_probes(graph_files, probes)
-        variants = {"fp32": FP32, **write_variants(partial, FP32, facts, options.precisions, progress)}
+        variant_record: dict[str, Any] = {}
+        variants = {"fp32": FP32, **write_variants(partial, FP32, facts, options.precisions, progress,
+                                                   record=variant_record)}
 
         with progress.stage("hash files and write manifest"):
             names = sorted(p.name for p in partial.iterdir() if p.is_file())
@@ -128,6 +130,7 @@ def convert(options: ConvertOptions, progress: Progress | None = None) -> Conver
                     "self_check_max_abs_diff": self_check,
                     **prep.info,
                     **optimizations,
+                    **({"precision_variants": variant_record} if variant_record else {}),
                 },
                 variants=variants,
                 files=record_files(partial, names, known=hashes),

@@ -1,9 +1,21 @@
-"""Precision variants beside the float32 reference (int8, fp16)."""
+"""Precision variants beside the float32 reference (int8, fp16), written from the float32 graphs already in the
+directory, under the names sherpa-onnx users expect (encoder.int8.onnx, ..., encoder.fp16.onnx, ...).
+
+- int8 (convert/quantize.py): dynamic quantization like sherpa-onnx's published int8 models (QUInt8 encoder, QInt8
+  decoder and joiner), the encoder streamed tensor by tensor (one file: about 1 GB for the 1.1B). A CPU variant:
+  onnxruntime's CUDA provider has no kernels for DynamicQuantizeLinear/ConvInteger and runs them on the CPU.
+- fp16 (convert/fp16.py): a mixed-precision graph pass that keeps float32 inputs and outputs, the length path,
+  LayerNorm/Softmax and the attention scores in float32, plus whatever a range probe on speech shows too close to
+  float16's limit. A CUDA variant: onnxruntime's CPU provider computes float16 graphs in float32, slowly.
+
+See docs/precision.md for the measurements behind each choice.
+"""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 from nemo2sherpa.errors import UserError
 from nemo2sherpa.facts import ModelFacts
@@ -11,12 +23,66 @@ from nemo2sherpa.manifest import Variant
 from nemo2sherpa.progress import Progress
 
 PRECISIONS = ("fp32", "int8", "fp16")
+GRAPHS = ("encoder", "decoder", "joiner")
+
+
+def variant_names(precision: str) -> Variant:
+    return Variant(encoder=f"encoder.{precision}.onnx", decoder=f"decoder.{precision}.onnx",
+                   joiner=f"joiner.{precision}.onnx")
 
 
 def write_variants(directory: Path, fp32: Variant, facts: ModelFacts, precisions: Sequence[str],
-                   progress: Progress) -> dict[str, Variant]:
-    """Write each requested precision other than fp32 next to the fp32 graphs; returns the variants written."""
-    extra = [p for p in precisions if p != "fp32"]
-    if extra:
-        raise UserError(f"precision(s) {', '.join(extra)} are not supported yet")
-    return {}
+                   progress: Progress, record: dict[str, Any] | None = None) -> dict[str, Variant]:
+    """Write each requested precision other than fp32 next to the fp32 graphs; returns the variants written.
+
+    `record`, when given, receives what was done per variant (method, options, seconds) for the manifest."""
+    unknown = [p for p in precisions if p not in PRECISIONS]
+    if unknown:
+        raise UserError(f"unknown precision(s) {', '.join(unknown)}; use {', '.join(PRECISIONS)}")
+    written: dict[str, Variant] = {}
+    for precision in dict.fromkeys(p for p in precisions if p != "fp32"):
+        started = time.perf_counter()
+        with progress.stage(f"write {precision} variant"):
+            names = variant_names(precision)
+            try:
+                info = (_write_int8 if precision == "int8" else _write_fp16)(directory, fp32, names)
+            except Exception:
+                for name in (*names.graph_files().values(), *(Path(n).with_suffix(".weights").name
+                                                              for n in names.graph_files().values())):
+                    (directory / name).unlink(missing_ok=True)
+                raise
+        written[precision] = names
+        if record is not None:
+            info["seconds"] = round(time.perf_counter() - started, 2)
+            record[precision] = info
+    return written
+
+
+def _write_int8(directory: Path, fp32: Variant, names: Variant) -> dict[str, Any]:
+    from nemo2sherpa.convert.quantize import ENCODER_INT8, SMALL_INT8, quantize_small, quantize_streamed
+
+    encoder = quantize_streamed(directory / fp32.encoder, directory / names.encoder, ENCODER_INT8)
+    encoder.pop("sha256", None)
+    info: dict[str, Any] = {"encoder": encoder}
+    for graph in ("decoder", "joiner"):
+        info[graph] = quantize_small(directory / getattr(fp32, graph), directory / getattr(names, graph), SMALL_INT8)
+    return info
+
+
+def _write_fp16(directory: Path, fp32: Variant, names: Variant) -> dict[str, Any]:
+    import onnx
+
+    from nemo2sherpa.convert.fp16 import convert_graph_fp16, encoder_feeds
+
+    encoder_path = directory / fp32.encoder
+    structure = onnx.load(str(encoder_path), load_external_data=False)
+    metadata = {p.key: p.value for p in structure.metadata_props}
+    probe = encoder_feeds(structure, int(metadata.get("feat_dim", "80")))
+    del structure
+    info: dict[str, Any] = {}
+    for graph in GRAPHS:
+        result = convert_graph_fp16(directory / getattr(fp32, graph), directory / getattr(names, graph),
+                                    probe=probe if graph == "encoder" else None)
+        result.pop("sha256", None)
+        info[graph] = result
+    return info

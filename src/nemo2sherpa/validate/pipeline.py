@@ -16,7 +16,7 @@ from nemo2sherpa.validate import fidelity, speed, transcripts
 from nemo2sherpa.validate.audio import Clip, clips_from_files, read_dataset
 from nemo2sherpa.validate.contract_check import ModelSpec, check_contract
 from nemo2sherpa.validate.model_dir import ModelDir, open_model_dir
-from nemo2sherpa.validate.report import FORMAT, FORMAT_VERSION, write_report
+from nemo2sherpa.validate.report import CHECK_ORDER, FORMAT, FORMAT_VERSION, write_report
 from nemo2sherpa.validate.results import PASSED, SKIPPED, CheckResult
 
 PROVIDERS = ("cpu", "cuda")
@@ -64,12 +64,13 @@ def validate(options: ValidateOptions, progress: Progress | None = None) -> Vali
 
     with progress.stage("check the sherpa-onnx contract"):
         checks["contract"], spec = check_contract(model)
+    fp32_model = open_model_dir(options.directory, "fp32") if model.variant != "fp32" else None
     sample_rate = model.manifest.model.sample_rate if model.manifest else 16000
     with progress.stage("load audio"):
         clips, audio_source = _clips(options, model, sample_rate)
 
     if spec is None:
-        for name in ("graph_fidelity", "transcripts", "providers", "speed"):
+        for name in ("graph_fidelity", "transcripts", "providers", "speed") + (("precision",) if fp32_model else ()):
             checks[name] = CheckResult.skipped(name, "the contract check failed")
     else:
         references, reference_kind, nemo, reason = _references(options, model, clips, progress)
@@ -97,6 +98,14 @@ def validate(options: ValidateOptions, progress: Progress | None = None) -> Vali
         else:
             checks["speed"] = CheckResult.skipped("speed", "not requested (--no-speed)" if not options.measure_speed
                                                   else "sherpa-onnx did not run")
+        if fp32_model is not None:
+            from nemo2sherpa.validate.variants import compare_with_fp32
+
+            checks["precision"] = compare_with_fp32(
+                model, fp32_model, clips, references, spec, providers=options.providers, threads=options.threads,
+                repeats=options.repeats, speed_lengths=options.speed_lengths,
+                variant_runs={p: runs[p] for p in usable}, measure_speed=options.measure_speed,
+                sample_rate=sample_rate, progress=progress)
 
     report = _assemble(options, model, checks, clips, audio_source)
     with progress.stage("write report"):
@@ -200,14 +209,20 @@ def _graph_fidelity(options, model, spec: ModelSpec, clips, references, referenc
 
     if not references:
         return CheckResult.skipped("graph_fidelity", reason or "no NeMo reference")
+    tolerance = options.encoder_tolerance
+    if model.variant != "fp32":
+        from nemo2sherpa.validate.variants import VARIANT_ENCODER_TOLERANCE
+
+        # a quantized encoder differs from NeMo by design; its token ids are what must still agree
+        tolerance = max(tolerance, VARIANT_ENCODER_TOLERANCE.get(model.variant, tolerance))
     graphs = GraphTransducer(model.encoder, model.decoder, model.joiner, vocab_size=spec.vocab_size,
                              durations=spec.durations, pred_rnn_layers=spec.pred_rnn_layers,
                              pred_hidden=spec.pred_hidden, threads=options.threads)
     max_symbols = nemo.max_symbols if nemo is not None and nemo.max_symbols else \
         (spec.max_symbols or fidelity.DEFAULT_MAX_SYMBOLS)
-    results = [fidelity.compare_clip(c, references[c.name], graphs, max_symbols, options.encoder_tolerance, nemo)
+    results = [fidelity.compare_clip(c, references[c.name], graphs, max_symbols, tolerance, nemo)
                for c in clips if c.name in references]
-    check = fidelity.summarize(results, options.encoder_tolerance, reference_kind or "nemo")
+    check = fidelity.summarize(results, tolerance, reference_kind or "nemo")
     if reason:
         check.details["note"] = reason
     return check
@@ -341,8 +356,7 @@ def _gpu_info() -> dict[str, str] | None:
 
 
 def _assemble(options, model: ModelDir, checks, clips, audio_source) -> dict[str, Any]:
-    ordered = {name: checks[name].to_dict() for name in ("contract", "graph_fidelity", "transcripts", "providers",
-                                                         "speed") if name in checks}
+    ordered = {name: checks[name].to_dict() for name in CHECK_ORDER if name in checks}
     passed = all(c.status in (PASSED, SKIPPED) for c in checks.values()) and checks["contract"].status == PASSED
     return {
         "format": FORMAT,

@@ -11,7 +11,7 @@ from typing import Any
 FORMAT = "nemo2sherpa-validation"
 FORMAT_VERSION = 1
 REPORT_JSON, REPORT_MD, PLOT = "report.json", "report.md", "decode_time.png"
-CHECK_ORDER = ("contract", "graph_fidelity", "transcripts", "providers", "speed")
+CHECK_ORDER = ("contract", "graph_fidelity", "transcripts", "providers", "speed", "precision")
 
 
 def write_report(report: dict[str, Any], directory: Path) -> list[Path]:
@@ -131,10 +131,53 @@ def render_markdown(report: dict[str, Any]) -> str:
                          f"recommended: CUDA for audio of at least "
                          f"{_fmt(speed.get('recommended_gpu_min_seconds'), 1)} s, CPU below.")
         lines += ["", f"![decode time]({PLOT})", ""]
+    lines += _precision_section(checks.get("precision"))
     versions = env.get("versions", {})
     if versions:
         lines += ["## Versions", "", ", ".join(f"{k} {v}" for k, v in versions.items()), ""]
     return "\n".join(lines)
+
+
+def _precision_section(precision: dict[str, Any] | None) -> list[str]:
+    if not precision or precision.get("status") == "skipped":
+        return []
+    variant = precision.get("variant", "variant")
+    lines = [f"## Precision: {variant} against fp32", ""]
+    sizes = precision.get("size_bytes") or {}
+    if sizes:
+        total = lambda key: (sizes.get(key) or {}).get("total")  # noqa: E731
+        lines += [f"Size: {_fmt(total(variant) / 1e6 if total(variant) else None, 1)} MB against "
+                  f"{_fmt(total('fp32') / 1e6 if total('fp32') else None, 1)} MB (ratio {_fmt(sizes.get('ratio'), 3)}).",
+                  ""]
+    graphs = {k: v for k, v in (precision.get("graphs") or {}).items() if isinstance(v, dict)}
+    if graphs:
+        lines += ["| graphs | utterances | encoder max abs diff vs fp32 | token ids equal to fp32 | blank-only |",
+                  "|---|---|---|---|---|"]
+        for kind, g in graphs.items():
+            lines.append(f"| {kind.replace('_', ' ')} | {g.get('utterances')} | {_fmt(g.get('encoder_max_abs_diff'))}"
+                         f" | {_pct(g.get('token_match_rate'))} | {g.get('blank_only')} |")
+        lines.append("")
+    transcripts = precision.get("transcripts") or {}
+    if transcripts:
+        lines += ["| provider | identical to fp32 | WER vs fp32 | WER delta (abs) |", "|---|---|---|---|"]
+        for provider, t in transcripts.items():
+            if "skipped" in t:
+                lines.append(f"| {provider} | skipped: {t['skipped']} | | |")
+                continue
+            lines.append(f"| {provider} | {_pct(t.get('exact_match_vs_fp32'))} | "
+                         f"{_fmt(t.get('wer_vs_fp32_percent'), 2)}% | {_fmt(t.get('wer_delta_abs'), 2)} |")
+        lines.append("")
+    for provider, rows in (precision.get("speed") or {}).items():
+        if not rows:
+            continue
+        lines += [f"| audio ({provider}) | fp32 s | {variant} s | speed-up |", "|---|---|---|---|"]
+        for bucket, row in rows.items():
+            lines.append(f"| {bucket} | {_fmt(row.get('fp32_seconds'))} | {_fmt(row.get(f'{variant}_seconds'))} | "
+                         f"{_fmt(row.get('speedup'), 2)} |")
+        lines.append("")
+    for warning in precision.get("warnings") or []:
+        lines.append(f"- warning: {warning}")
+    return lines + [""] if precision.get("warnings") else lines
 
 
 def plot_decode_times(report: dict[str, Any], path: Path) -> Path | None:

@@ -1,0 +1,337 @@
+"""Check "precision": a variant (int8, fp16) against the float32 graphs of the same directory, and against NeMo.
+
+What it measures, each clip fed identically to both:
+- graphs: encoder max |diff| and greedy token agreement, variant vs fp32 (onnxruntime, CPU); for fp16 also the
+  *emulated* float16 graphs (every float16 tensor rounded as CUDA computes it: onnxruntime's CPU provider computes
+  float16 graphs in float32, so a CPU run alone cannot show a float16 failure);
+- transcripts through sherpa-onnx per provider: exact-match and WER vs fp32, WER vs the truth (and NeMo) for both
+  and the delta, and blank-only outputs (empty where fp32 is not);
+- size of the variant's files against fp32's;
+- speed: sherpa-onnx decode time per audio length, variant vs fp32, per provider;
+- CUDA placement: which nodes onnxruntime's CUDA provider hands to CPU kernels, measured by profiling a CUDA
+  session when this process's onnxruntime has CUDA; otherwise the ops that have no CUDA kernel are listed as a
+  prediction, and a sherpa-onnx CUDA run slower than its CPU run is flagged from the timings.
+
+It fails on blank-only outputs, on a WER delta above `max_wer_delta` (absolute percentage points), and for fp16 on an
+agreement with fp32 below `min_fp16_agreement`; CPU kernels under CUDA are warnings (details["warnings"]).
+No NeMo, no torch.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from nemo2sherpa.validate.audio import Clip
+from nemo2sherpa.validate.model_dir import ModelDir
+from nemo2sherpa.validate.results import CheckResult
+
+DEFAULT_MAX_WER_DELTA = 0.5  # absolute percentage points, variant minus fp32, against the truth (else NeMo)
+DEFAULT_MIN_FP16_AGREEMENT = 0.99  # fp16: share of utterances transcribed exactly as fp32
+DEFAULT_SPEED_LENGTHS = (2.0, 30.0)
+# Encoder tolerance for the graph_fidelity check when it runs on a variant (fp32 keeps fidelity's 1e-3): the
+# variant's own agreement is judged here, on tokens.
+VARIANT_ENCODER_TOLERANCE = {"int8": 1.0, "fp16": 0.05}
+# onnxruntime's CUDA provider registers no kernel for these (onnxruntime 1.2x/1.3x): a session puts them on CPU.
+NO_CUDA_KERNEL = {"DynamicQuantizeLinear", "ConvInteger", "DynamicQuantizeMatMul", "DynamicQuantizeLSTM",
+                  "MatMulIntegerToFloat"}
+# Nodes onnxruntime keeps on CPU on purpose (shape arithmetic): not a fallback.
+SHAPE_OPS = {"Shape", "Gather", "Unsqueeze", "Squeeze", "Concat", "Slice", "Range", "Equal", "Where", "Expand",
+             "ConstantOfShape", "Cast", "Reshape", "Less", "Not", "And", "Mul", "Add", "Sub", "Div", "Floor", "Tile"}
+
+
+@dataclass(frozen=True)
+class GraphSet:
+    encoder: Path
+    decoder: Path
+    joiner: Path
+
+
+def file_sizes(model: ModelDir) -> dict[str, int]:
+    """Bytes per graph, external weights included."""
+    sizes = {}
+    for graph, path in model.graphs.items():
+        total = path.stat().st_size if path.exists() else 0
+        weights = path.with_suffix(".weights")
+        if weights.exists():
+            total += weights.stat().st_size
+        sizes[graph] = total
+    sizes["total"] = sum(sizes.values())
+    return sizes
+
+
+def _features(clips: Sequence[Clip], references: Mapping[str, Any] | None, feat_dim: int) -> dict[str, np.ndarray]:
+    from nemo2sherpa.convert.fp16 import log_mel
+
+    out = {}
+    for clip in clips:
+        reference = (references or {}).get(clip.name)
+        out[clip.name] = reference.features if reference is not None else log_mel(clip.audio, feat_dim,
+                                                                                   clip.sample_rate)
+    return out
+
+
+def _graph_agreement(variant: GraphSet, fp32: GraphSet, spec, features: Mapping[str, np.ndarray],
+                     threads: int) -> dict[str, Any]:
+    from nemo2sherpa.validate.greedy import GraphTransducer
+
+    def transducer(g: GraphSet) -> GraphTransducer:
+        return GraphTransducer(g.encoder, g.decoder, g.joiner, vocab_size=spec.vocab_size, durations=spec.durations,
+                               pred_rnn_layers=spec.pred_rnn_layers, pred_hidden=spec.pred_hidden, threads=threads)
+
+    reference, candidate = transducer(fp32), transducer(variant)
+    worst, same, empty, differing = 0.0, 0, 0, []
+    for name, feats in features.items():
+        encoded_a, length_a = reference.encode(feats)
+        encoded_b, length_b = candidate.encode(feats)
+        n = min(length_a, length_b)
+        diff = float(np.max(np.abs(encoded_a[:, :n] - encoded_b[:, :n]))) if n else 0.0
+        finite = bool(np.all(np.isfinite(encoded_b[:, :n])))
+        worst = max(worst, diff if finite else float("inf"))
+        tokens_a = reference.greedy(encoded_a, length_a).tokens
+        tokens_b = candidate.greedy(encoded_b, length_b).tokens
+        same += tokens_a == tokens_b
+        if tokens_a and not tokens_b:
+            empty += 1
+        if tokens_a != tokens_b:
+            differing.append({"utterance": name, "encoded_length": [length_a, length_b], "encoder_max_abs_diff": diff})
+    count = len(features)
+    return {"utterances": count, "encoder_max_abs_diff": worst, "token_match_rate": round(same / count, 4) if count
+            else None, "blank_only": empty, "differing": differing[:20]}
+
+
+def _emulated(variant: ModelDir, scratch: Path) -> GraphSet:
+    from nemo2sherpa.convert.fp16 import emulate_fp16_graph
+
+    paths = {}
+    for graph, path in variant.graphs.items():
+        target = scratch / f"{graph}.emulated.onnx"
+        emulate_fp16_graph(path, target)
+        paths[graph] = target
+    return GraphSet(**paths)
+
+
+def cuda_placement(graph: Path, feeds: Mapping[str, np.ndarray], runs: int = 2) -> dict[str, Any]:
+    """Measured: profile a CUDA session of `graph` and count what ran on CPU kernels. Needs an onnxruntime with
+    CUDA in this process (onnxruntime-gpu); otherwise {"measured": False, ...}."""
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        return {"measured": False, "reason": "this onnxruntime has no CUDAExecutionProvider (install onnxruntime-gpu)"}
+    with tempfile.TemporaryDirectory(prefix="nemo2sherpa-profile-") as scratch:
+        options = ort.SessionOptions()
+        options.enable_profiling = True
+        options.profile_file_prefix = str(Path(scratch) / "profile")
+        options.log_severity_level = 3
+        try:
+            session = ort.InferenceSession(str(graph), options,
+                                           providers=["CUDAExecutionProvider", "CPUExecutionProvider"])
+        except Exception as exc:  # noqa: BLE001 - a CUDA session that cannot start is a finding, not a crash
+            return {"measured": False, "reason": f"CUDA session failed: {type(exc).__name__}: {exc}"[:300]}
+        if "CUDAExecutionProvider" not in session.get_providers():
+            return {"measured": True, "cuda_active": False, "reason": "the session did not enable CUDA"}
+        for _ in range(runs):
+            session.run(None, dict(feeds))
+        events = json.loads(Path(session.end_profiling()).read_text())
+    return summarize_profile(events)
+
+
+def summarize_profile(events: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per provider: node count and kernel time; the compute ops (not shape arithmetic) that ran on CPU."""
+    by_provider: dict[str, dict[str, float]] = {}
+    cpu_ops: dict[str, int] = {}
+    for event in events:
+        if event.get("cat") != "Node" or not str(event.get("name", "")).endswith("_kernel_time"):
+            continue
+        args = event.get("args", {})
+        provider = args.get("provider", "?")
+        entry = by_provider.setdefault(provider, {"nodes": 0, "microseconds": 0.0})
+        entry["nodes"] += 1
+        entry["microseconds"] += float(event.get("dur", 0))
+        op = args.get("op_name", "?")
+        if provider == "CPUExecutionProvider" and op not in SHAPE_OPS:
+            cpu_ops[op] = cpu_ops.get(op, 0) + 1
+    total = sum(e["microseconds"] for e in by_provider.values()) or 1.0
+    cpu_share = by_provider.get("CPUExecutionProvider", {}).get("microseconds", 0.0) / total
+    return {"measured": True, "cuda_active": True, "providers": by_provider, "cpu_time_share": round(cpu_share, 4),
+            "cpu_compute_ops": cpu_ops, "falls_back": bool(cpu_ops) or cpu_share > 0.2}
+
+
+def predicted_cpu_ops(graph: Path) -> dict[str, int]:
+    """Ops of the graph that onnxruntime's CUDA provider has no kernel for (a prediction, not a measurement)."""
+    import onnx
+
+    model = onnx.load(str(graph), load_external_data=False)
+    found: dict[str, int] = {}
+    for node in model.graph.node:
+        if node.op_type in NO_CUDA_KERNEL:
+            found[node.op_type] = found.get(node.op_type, 0) + 1
+    return found
+
+
+def _encoder_feeds(encoder: Path, feat_dim: int) -> dict[str, np.ndarray]:
+    import onnx
+
+    from nemo2sherpa.convert.fp16 import probe_features
+
+    features = probe_features(feat_dim, 4.0)
+    names = [i.name for i in onnx.load(str(encoder), load_external_data=False).graph.input]
+    return {names[0]: features[np.newaxis], names[1]: np.array([features.shape[1]], dtype=np.int64)}
+
+
+def _sherpa_runs(model: ModelDir, spec, clips, buckets, providers, threads, repeats, sample_rate):
+    from nemo2sherpa.validate.pipeline import _runtime_for
+    from nemo2sherpa.validate.sherpa_worker import SherpaRequest, SherpaRun, run_sherpa
+
+    audio = {**{c.name: c for c in clips}, **buckets}
+    runs = {}
+    for provider in providers:
+        library, reason = _runtime_for(provider)
+        if reason:
+            runs[provider] = SherpaRun(provider=provider, ok=False, error=reason)
+            continue
+        request = SherpaRequest(encoder=str(model.encoder), decoder=str(model.decoder), joiner=str(model.joiner),
+                                tokens=str(model.tokens), provider=provider, threads=threads,
+                                sample_rate=sample_rate, feature_dim=spec.feat_dim,
+                                transcribe=[c.name for c in clips], speed=list(buckets), repeats=repeats,
+                                runtime_library=library)
+        runs[provider] = run_sherpa(request, audio)
+    return runs
+
+
+def compare_with_fp32(variant: ModelDir, fp32: ModelDir, clips: Sequence[Clip], references: Mapping[str, Any] | None,
+                      spec, *, providers: Sequence[str] = ("cpu",), threads: int = 2, repeats: int = 3,
+                      speed_lengths: Sequence[float] = DEFAULT_SPEED_LENGTHS,
+                      variant_runs: Mapping[str, Any] | None = None,
+                      max_wer_delta: float = DEFAULT_MAX_WER_DELTA,
+                      min_fp16_agreement: float = DEFAULT_MIN_FP16_AGREEMENT, measure_speed: bool = True,
+                      sample_rate: int = 16000, progress=None) -> CheckResult:
+    """The "precision" check (see the module docstring). `variant_runs`: sherpa-onnx runs of the variant already
+    made by the pipeline (provider -> SherpaRun, with the same clips and speed buckets); missing ones are made."""
+    from nemo2sherpa.progress import Progress
+    from nemo2sherpa.validate import speed as speed_module
+    from nemo2sherpa.validate.transcripts import corpus_wer, same_text
+
+    progress = progress or Progress(enabled=False)
+    check = CheckResult("precision")
+    precision = variant.variant
+    check.details["variant"] = precision
+    check.details["reference"] = fp32.variant
+    warnings: list[str] = []
+
+    sizes_fp32, sizes_variant = file_sizes(fp32), file_sizes(variant)
+    check.details["size_bytes"] = {"fp32": sizes_fp32, precision: sizes_variant,
+                                   "ratio": round(sizes_variant["total"] / max(1, sizes_fp32["total"]), 3)}
+
+    features = _features(clips, references, spec.feat_dim)
+    fp32_graphs = GraphSet(fp32.encoder, fp32.decoder, fp32.joiner)
+    with progress.stage(f"compare {precision} graphs with fp32"):
+        graphs = {"onnxruntime_cpu": _graph_agreement(GraphSet(variant.encoder, variant.decoder, variant.joiner),
+                                                      fp32_graphs, spec, features, threads)}
+    if precision == "fp16":
+        with progress.stage("emulate fp16 numerics (as CUDA computes them) on CPU"), \
+                tempfile.TemporaryDirectory(prefix="nemo2sherpa-fp16-") as scratch:
+            emulated = _emulated(variant, Path(scratch))
+            graphs["emulated_fp16"] = _graph_agreement(emulated, fp32_graphs, spec, features, threads)
+        graphs["note"] = ("onnxruntime's CPU provider computes float16 graphs in float32; emulated_fp16 rounds every "
+                          "float16 tensor as CUDA does")
+    check.details["graphs"] = graphs
+    for kind, figures in graphs.items():
+        if isinstance(figures, dict) and figures.get("blank_only"):
+            check.fail(f"{precision} ({kind}): {figures['blank_only']} utterance(s) decode to nothing where fp32 "
+                       "transcribes")
+    if precision == "fp16":
+        agreement = graphs["emulated_fp16"]["token_match_rate"]
+        if agreement is not None and agreement < min_fp16_agreement:
+            check.fail(f"fp16 (emulated CUDA numerics): tokens equal fp32's on {agreement:.0%} of utterances "
+                       f"(minimum {min_fp16_agreement:.0%})")
+
+    buckets = speed_module.make_bucket_clips(clips, speed_lengths, sample_rate) if measure_speed else {}
+    with progress.stage(f"sherpa-onnx fp32 and {precision} on {', '.join(providers)}"):
+        fp32_runs = _sherpa_runs(fp32, spec, clips, buckets, providers, threads, repeats, sample_rate)
+        missing = [p for p in providers if not variant_runs or p not in variant_runs]
+        runs = dict(variant_runs or {})
+        runs.update(_sherpa_runs(variant, spec, clips, buckets, missing, threads, repeats, sample_rate))
+
+    transcripts: dict[str, Any] = {}
+    speed: dict[str, Any] = {}
+    truth = [c.text for c in clips]
+    for provider in providers:
+        a, b = fp32_runs.get(provider), runs.get(provider)
+        if a is None or b is None or not a.ok or not b.ok or a.fallback_to_cpu or b.fallback_to_cpu:
+            why = next((r.error for r in (a, b) if r is not None and not r.ok), None) or "sherpa-onnx fell back to CPU"
+            transcripts[provider] = {"skipped": why}
+            continue
+        texts_a = [a.transcripts[c.name]["text"] for c in clips]
+        texts_b = [b.transcripts[c.name]["text"] for c in clips]
+        exact = sum(same_text(x, y) for x, y in zip(texts_a, texts_b)) / len(clips) if clips else None
+        figures: dict[str, Any] = {"exact_match_vs_fp32": round(exact, 4) if exact is not None else None,
+                                   "wer_vs_fp32_percent": corpus_wer(texts_a, texts_b),
+                                   "blank_only": sum(bool(x.strip()) and not y.strip()
+                                                     for x, y in zip(texts_a, texts_b))}
+        judged_against = None
+        if all(truth):
+            wer_a = corpus_wer(truth, texts_a, normalize=True)
+            wer_b = corpus_wer(truth, texts_b, normalize=True)
+            judged_against = "truth"
+        elif references and all(c.name in references for c in clips):
+            nemo = [references[c.name].text for c in clips]
+            wer_a, wer_b = corpus_wer(nemo, texts_a), corpus_wer(nemo, texts_b)
+            judged_against = "nemo"
+        if judged_against and wer_a is not None and wer_b is not None:
+            delta = round(wer_b - wer_a, 3)
+            figures.update({f"wer_vs_{judged_against}_percent": {"fp32": wer_a, precision: wer_b},
+                            "wer_delta_abs": delta})
+            if delta > max_wer_delta:
+                check.fail(f"{provider}: {precision} WER vs {judged_against} is {wer_b:.2f}% against fp32's "
+                           f"{wer_a:.2f}% (+{delta:.2f}, maximum +{max_wer_delta})")
+        if figures["blank_only"]:
+            check.fail(f"{provider}: {precision} transcribes {figures['blank_only']} utterance(s) as nothing where "
+                       "fp32 does not")
+        if precision == "fp16" and provider == "cuda" and exact is not None and exact < min_fp16_agreement:
+            check.fail(f"cuda: fp16 transcripts equal fp32's on {exact:.0%} of utterances "
+                       f"(minimum {min_fp16_agreement:.0%})")
+        transcripts[provider] = figures
+        if buckets:
+            rows = {}
+            for length in speed_lengths:
+                name = speed_module.bucket_name(length)
+                t_a, t_b = a.median(name), b.median(name)
+                if t_a and t_b:
+                    rows[f"{length:g}s"] = {"fp32_seconds": round(t_a, 4), f"{precision}_seconds": round(t_b, 4),
+                                            "speedup": round(t_a / t_b, 3)}
+            speed[provider] = rows
+    check.details["transcripts"] = transcripts
+    check.details["speed"] = speed or None
+
+    placement = {}
+    feeds = _encoder_feeds(variant.encoder, spec.feat_dim)
+    measured = cuda_placement(variant.encoder, feeds)
+    placement["encoder"] = measured
+    predicted = predicted_cpu_ops(variant.encoder)
+    if predicted:
+        placement["predicted_cpu_ops"] = predicted
+    if measured.get("measured") and measured.get("falls_back"):
+        warnings.append(f"{precision} on CUDA: onnxruntime runs {measured['cpu_compute_ops']} on CPU kernels "
+                        f"({measured['cpu_time_share']:.0%} of kernel time): use fp32 or fp16 on GPUs")
+    elif not measured.get("measured") and predicted:
+        warnings.append(f"{precision}: {', '.join(sorted(predicted))} have no CUDA kernel in onnxruntime; under "
+                        "CUDA these nodes run on CPU (predicted, not measured here): use it on CPU")
+    if "cuda" in speed and "cpu" in speed:
+        for bucket, row in speed["cuda"].items():
+            cpu_row = speed["cpu"].get(bucket)
+            if cpu_row and row[f"{precision}_seconds"] > cpu_row[f"{precision}_seconds"]:
+                warnings.append(f"{precision} decodes {bucket} slower on CUDA ({row[f'{precision}_seconds']:.3f} s) "
+                                f"than on CPU ({cpu_row[f'{precision}_seconds']:.3f} s): CPU kernels under CUDA")
+                break
+    if precision == "fp16" and "cpu" in providers:
+        warnings.append("fp16 is a CUDA variant: onnxruntime's CPU provider computes it in float32 through casts "
+                        "(slower than fp32 on CPU); CUDA speed is measured only with --provider cuda")
+    check.details["cuda_placement"] = placement
+    check.details["warnings"] = warnings
+    return check
