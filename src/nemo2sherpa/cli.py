@@ -20,7 +20,7 @@ from nemo2sherpa.errors import UserError
 
 
 class Terminated(BaseException):
-    """SIGTERM, raised like KeyboardInterrupt so every cleanup (staged directories) runs before exiting."""
+    """SIGTERM or SIGHUP, raised like KeyboardInterrupt so every cleanup (staged directories) runs before exiting."""
 
 
 def _raise_terminated(signum, frame) -> None:  # pragma: no cover - signal handler
@@ -253,6 +253,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     # (measured: 16 ms vs 1.4 ms for 64x512x2048); passive waiting costs nothing measurable on dedicated cores.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     signal.signal(signal.SIGTERM, _raise_terminated)
+    if hasattr(signal, "SIGHUP"):  # a closed terminal or ssh session: clean up like SIGTERM
+        signal.signal(signal.SIGHUP, _raise_terminated)
     try:
         code = cli.main(args=list(argv) if argv is not None else None, prog_name="nemo2sherpa",
                         standalone_mode=False)
@@ -261,8 +263,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     except click.ClickException as exc:
         exc.show()
         code = exc.exit_code
-    except click.exceptions.Abort:
-        click.echo("nemo2sherpa: aborted", err=True)
+    except click.exceptions.Abort as exc:
+        # click turns Ctrl-C inside a command into Abort; the staged output was cleaned up all the same
+        interrupted = isinstance(exc.__cause__ or exc.__context__, KeyboardInterrupt)
+        click.echo("nemo2sherpa: interrupted; nothing was left half-written" if interrupted else "nemo2sherpa: aborted",
+                   err=True)
         code = 130
     except UserError as exc:
         click.echo(f"nemo2sherpa: error: {exc}", err=True)

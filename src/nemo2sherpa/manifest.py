@@ -6,18 +6,22 @@ Written last by convert, read by validate (hash check, model facts) and publish 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
-from pathlib import Path
+import math
+import re
+from dataclasses import dataclass, field, fields
+from pathlib import Path, PurePosixPath
 from typing import Any, Iterable, Mapping
 
 from nemo2sherpa.errors import UserError
-from nemo2sherpa.facts import ModelFacts
+from nemo2sherpa.facts import Architecture, ModelFacts
 from nemo2sherpa.hashing import sha256_file
 
 MANIFEST_NAME = "manifest.json"
 FORMAT = "nemo2sherpa-manifest"
 FORMAT_VERSION = 1
 GRAPHS = ("encoder", "decoder", "joiner")
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_SOURCE_TEXT = ("kind", "recipe", "repo_id", "revision", "resolved_revision", "filename", "sha256")
 
 
 @dataclass(frozen=True)
@@ -79,37 +83,129 @@ class Manifest:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], source: str | Path = MANIFEST_NAME) -> "Manifest":
+        """The manifest, or a UserError naming what is wrong: a manifest may have been edited by anyone. Variant file
+        names must be plain names in the directory; the names under 'files' are checked where they are used
+        (file_problems, publish)."""
         if not isinstance(data, Mapping):
             raise UserError.about(source, "is not a JSON object")
         if data.get("format") != FORMAT:
-            raise UserError.about(source, f"is not a nemo2sherpa manifest (format {data.get('format')!r})")
-        if data.get("format_version") != FORMAT_VERSION:
-            raise UserError.about(source, f"has format_version {data.get('format_version')!r}; "
+            raise UserError.about(source, f"is not a nemo2sherpa manifest (format {_short(data.get('format'))})")
+        if data.get("format_version") != FORMAT_VERSION or isinstance(data.get("format_version"), bool):
+            raise UserError.about(source, f"has format_version {_short(data.get('format_version'))}; "
                                           f"this nemo2sherpa reads {FORMAT_VERSION}")
         try:
-            files = {
-                str(name): FileRecord(sha256=str(rec["sha256"]), size=int(rec["size"]))
-                for name, rec in dict(data["files"]).items()
-            }
-            variants = {
-                str(name): Variant(**{g: str(paths[g]) for g in GRAPHS})
-                for name, paths in dict(data["variants"]).items()
-            }
+            files = {}
+            for name, rec in _mapping(data["files"], "files").items():
+                # names are checked where they are used: file_problems() here, publish's own stricter rules there
+                rec = _mapping(rec, f"files.{name}")
+                sha256, size = rec["sha256"], rec["size"]
+                if not isinstance(sha256, str) or not _SHA256.match(sha256):
+                    raise ValueError(f"files.{name}.sha256 is not a sha256 hex digest")
+                if not _is_int(size) or size < 0:
+                    raise ValueError(f"files.{name}.size is not a byte count")
+                files[name] = FileRecord(sha256=sha256, size=size)
+            variants = {}
+            for name, paths in _mapping(data["variants"], "variants").items():
+                paths = _mapping(paths, f"variants.{name}")
+                for graph in GRAPHS:
+                    _check_file_name(paths[graph], f"variants.{name}.{graph}")
+                variants[str(name)] = Variant(**{g: paths[g] for g in GRAPHS})
+            source_info = dict(_mapping(data["source"], "source"))
+            for key in _SOURCE_TEXT:
+                if source_info.get(key) is not None and not isinstance(source_info[key], str):
+                    raise ValueError(f"source.{key} is not text")
+            if source_info.get("size") is not None and not _is_int(source_info["size"]):
+                raise ValueError("source.size is not a byte count")
+            seconds = data.get("conversion_seconds")
+            if seconds is not None and (isinstance(seconds, bool) or not isinstance(seconds, (int, float))
+                                        or not math.isfinite(seconds)):
+                raise ValueError("conversion_seconds is not a number")
             return cls(
-                tool_version=str(data["tool"]["version"]),
+                tool_version=str(_mapping(data["tool"], "tool")["version"]),
                 created=str(data["created"]),
-                source=dict(data["source"]),
-                model=ModelFacts.from_dict(data["model"]),
-                sherpa_metadata={str(k): str(v) for k, v in dict(data["sherpa_onnx"]["metadata"]).items()},
-                versions={str(k): str(v) for k, v in dict(data["versions"]).items()},
-                export=dict(data["export"]),
+                source=source_info,
+                model=_model_facts(_mapping(data["model"], "model")),
+                sherpa_metadata={str(k): str(v) for k, v in
+                                 _mapping(_mapping(data["sherpa_onnx"], "sherpa_onnx")["metadata"],
+                                          "sherpa_onnx.metadata").items()},
+                versions={str(k): str(v) for k, v in _mapping(data["versions"], "versions").items()},
+                export=dict(_mapping(data["export"], "export")),
                 variants=variants,
                 files=files,
-                random_weights=bool(data.get("random_weights", False)),
-                conversion_seconds=data.get("conversion_seconds"),
+                random_weights=_flag(data.get("random_weights", False), "random_weights"),
+                conversion_seconds=seconds,
             )
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise UserError.about(source, f"is malformed ({type(exc).__name__}: {exc})") from None
+        except KeyError as exc:
+            missing = _short(exc.args[0] if exc.args else "?")
+            raise UserError.about(source, f"is malformed (missing {missing})") from None
+        except (TypeError, ValueError, AttributeError, OverflowError, RecursionError) as exc:
+            raise UserError.about(source, f"is malformed ({_short(str(exc), 200, quote=False)})") from None
+
+
+def _short(value: Any, limit: int = 60, quote: bool = True) -> str:
+    text = repr(value) if quote else str(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _mapping(value: Any, where: str) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping) or not all(isinstance(key, str) for key in value):
+        raise ValueError(f"{where} is not a JSON object")
+    return value
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _flag(value: Any, where: str) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"{where} is not true or false")
+    return value
+
+
+def _check_file_name(name: Any, where: str) -> None:
+    """A plain file name inside the model directory: not absolute, no '..', no sub-directories, no backslashes."""
+    if not isinstance(name, str):
+        raise ValueError(f"{where} names a file with {_short(name)}, which is not text")
+    pure = PurePosixPath(name)
+    if (not name or name in (".", "..") or "/" in name or "\\" in name or pure.is_absolute()
+            or any(ord(ch) < 32 for ch in name)):
+        raise ValueError(f"{where} names {_short(name)}, which is not a plain file name inside the directory")
+
+
+def _model_facts(data: Mapping[str, Any]) -> ModelFacts:
+    """ModelFacts with every field of the type the rest of nemo2sherpa relies on."""
+    architecture = _mapping(data["architecture"], "model.architecture")
+    for f in fields(Architecture):
+        value = architecture.get(f.name)
+        if value is None:
+            continue
+        kind = str(f.type)
+        if kind.startswith("tuple"):
+            ok = isinstance(value, list) and all(_is_int(v) for v in value)
+        elif kind.startswith("bool"):
+            ok = isinstance(value, bool)
+        elif kind.startswith("str"):
+            ok = isinstance(value, str)
+        elif kind.startswith("float"):
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        else:
+            ok = _is_int(value) and value >= -1
+        if not ok:
+            raise ValueError(f"model.architecture.{f.name} is {_short(value)}, not a {kind.split(' ')[0]}")
+    if architecture.get("att_context_size") is not None and len(architecture["att_context_size"]) != 2:
+        raise ValueError("model.architecture.att_context_size is not two numbers")
+    if data.get("decoder_kind") not in ("tdt", "rnnt"):
+        raise ValueError(f"model.decoder_kind is {_short(data.get('decoder_kind'))}, not 'tdt' or 'rnnt'")
+    for key, positive in (("sample_rate", True), ("max_symbols_per_frame", False), ("parameters", False)):
+        value = data.get(key)
+        if value is not None and (not _is_int(value) or (positive and value <= 0)):
+            raise ValueError(f"model.{key} is {_short(value)}, not a whole number")
+    if data.get("normalize") is not None and not isinstance(data.get("normalize"), str):
+        raise ValueError("model.normalize is not text")
+    if data.get("frontend") is not None:
+        _mapping(data["frontend"], "model.frontend")
+    return ModelFacts.from_dict(data)
 
 
 def read_manifest(directory: Path) -> Manifest | None:
@@ -118,10 +214,27 @@ def read_manifest(directory: Path) -> Manifest | None:
     if not path.exists():
         return None
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise UserError.about(path, f"is not valid JSON ({exc})") from None
-    return Manifest.from_dict(data, path)
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise UserError.about(path, "is not UTF-8 text") from None
+    except OSError as exc:
+        raise UserError.about(path, f"cannot be read ({exc.strerror})") from None
+    return Manifest.from_dict(parse_json(text, path), path)
+
+
+def parse_json(text: str, source: str | Path) -> Any:
+    """json.loads, with every way it fails on hostile text (deep nesting, 5000-digit numbers, NaN) as a UserError."""
+    try:
+        return json.loads(text, parse_constant=_no_constant)
+    except json.JSONDecodeError as exc:
+        raise UserError.about(source, f"is not valid JSON ({exc.msg}, line {exc.lineno})") from None
+    except (ValueError, RecursionError) as exc:
+        raise UserError.about(source, f"is not valid JSON ({_short(str(exc) or type(exc).__name__, 120, False)})"
+                              ) from None
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
 
 
 def record_files(directory: Path, names: Iterable[str], known: Mapping[str, str] | None = None
@@ -139,6 +252,11 @@ def file_problems(directory: Path, files: Mapping[str, FileRecord]) -> list[str]
     """Every listed file that is missing, resized or changed; cheap size checks first, hashes only when sizes match."""
     problems = []
     for name, record in sorted(files.items()):
+        try:
+            _check_file_name(name, "the manifest")
+        except ValueError as exc:
+            problems.append(f"{exc}; not read")
+            continue
         path = directory / name
         if not path.is_file():
             problems.append(f"{name} is missing")

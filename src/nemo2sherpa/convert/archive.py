@@ -4,14 +4,21 @@ A .nemo is a tar archive (usually uncompressed) holding model_config.yaml, model
 named '<32-hex>_<name>' that the config references as 'nemo:<name>'. Archives come from the internet, so every member
 is checked before anything is read: only regular files and directories, only relative paths that stay inside the
 archive. Nothing is extracted but the small artifacts the config references; the weights are read in place.
+
+The rules follow tarfile's 'data' extraction filter, stricter: a member that is a link (symbolic or hard), a device,
+a FIFO or a sparse file, a name that is absolute, contains '..' or a backslash, or a name that appears twice refuses the
+whole checkpoint. Members read into memory (config, tokenizer files) are capped at MAX_IN_MEMORY bytes, so a
+compressed archive cannot unpack a "bomb" into RAM.
 """
 
 from __future__ import annotations
 
+import errno
 import io
-import shutil
+import lzma
 import tarfile
-from dataclasses import dataclass
+import zlib
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
@@ -20,6 +27,9 @@ from nemo2sherpa.errors import UserError
 CONFIG_NAME = "model_config.yaml"
 WEIGHTS_NAME = "model_weights.ckpt"
 NEMO_PREFIX = "nemo:"
+MAX_IN_MEMORY = 256 * 1024 * 1024  # config and tokenizer files are kilobytes to a few megabytes
+# What reading a damaged plain, gzip, bz2 or xz tar can raise (bz2 reports bad data as OSError).
+_READ_ERRORS = (OSError, EOFError, tarfile.TarError, zlib.error, lzma.LZMAError)
 
 
 @dataclass(frozen=True)
@@ -28,6 +38,7 @@ class Member:
     raw_name: str  # as stored in the tar
     size: int
     offset: int  # byte offset of the data inside an uncompressed archive
+    info: tarfile.TarInfo | None = field(default=None, compare=False, repr=False)  # the very header checked
 
 
 class _Window(io.RawIOBase):
@@ -98,12 +109,20 @@ class NemoArchive:
             raise UserError.about(self.path, f"{name} is not UTF-8 text") from None
 
     def _read_bytes(self, name: str) -> bytes:
-        stream = self._tar.extractfile(self._tar.getmember(self.members[name].raw_name))
-        assert stream is not None
+        member = self.members[name]
+        if member.size > MAX_IN_MEMORY:
+            raise UserError.about(self.path, f"{name} claims {member.size} bytes, more than a config or tokenizer "
+                                             f"file can hold ({MAX_IN_MEMORY}); refusing the checkpoint")
         try:
-            return stream.read()
-        except (OSError, EOFError, tarfile.TarError) as exc:
-            raise UserError.about(self.path, f"{name} cannot be read; the file is truncated or corrupt ({exc})") from None
+            stream = self._tar.extractfile(member.info or self._tar.getmember(member.raw_name))
+            assert stream is not None
+            data = stream.read()
+        except _READ_ERRORS as exc:
+            raise UserError.about(self.path, f"{name} cannot be read; the file is truncated or corrupt "
+                                             f"({_describe(exc)})") from None
+        if len(data) != member.size:
+            raise UserError.about(self.path, f"{name} cannot be read; the file is truncated")
+        return data
 
     def artifact_member(self, reference: str) -> str:
         """The member behind a config value 'nemo:<name>' (NeMo stores it as '<uuid>_<name>' or '<name>')."""
@@ -129,25 +148,45 @@ class NemoArchive:
         if not self.compressed:
             return _Window(self.path, member.offset, member.size)  # type: ignore[return-value]
         target = scratch / WEIGHTS_NAME
-        source = self._tar.extractfile(self._tar.getmember(member.raw_name))
+        source = self._tar.extractfile(member.info or self._tar.getmember(member.raw_name))
         assert source is not None
-        try:
-            with open(target, "wb") as out:
-                shutil.copyfileobj(source, out, 8 * 1024 * 1024)
-        except (OSError, EOFError, tarfile.TarError) as exc:
-            raise UserError.about(self.path, f"{WEIGHTS_NAME} cannot be read; the file is truncated ({exc})") from None
+        # Errors while writing (a full disk) are the machine's, not the checkpoint's: they propagate as OSError, and
+        # the staged output directory turns ENOSPC into its own one-line message.
+        with open(target, "wb") as out:
+            copied = 0
+            while True:
+                try:
+                    chunk = source.read(8 * 1024 * 1024)
+                except _READ_ERRORS as exc:
+                    raise UserError.about(self.path, f"{WEIGHTS_NAME} cannot be read; the file is truncated or "
+                                                     f"corrupt ({_describe(exc)})") from None
+                if not chunk:
+                    break
+                out.write(chunk)
+                copied += len(chunk)
+        if copied != member.size:
+            raise UserError.about(self.path, f"{WEIGHTS_NAME} cannot be read; the file is truncated")
         return open(target, "rb")
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
 
 
 def _open_tar(path: Path) -> tarfile.TarFile:
     if not path.is_file():
-        raise UserError.about(path, "is not a file")
+        raise UserError.about(path, "is a directory, not a .nemo file" if path.is_dir() else "is not a file")
     try:
         return tarfile.open(path, mode="r:*")
     except tarfile.ReadError:
         raise UserError.about(path, "is not a .nemo checkpoint (not a tar archive, or truncated)") from None
-    except (OSError, EOFError) as exc:
-        raise UserError.about(path, f"cannot be read ({exc})") from None
+    except OSError as exc:
+        if exc.errno in (errno.EACCES, errno.EPERM, errno.EISDIR):
+            raise UserError.about(path, f"cannot be read ({exc.strerror})") from None
+        raise UserError.about(path, f"cannot be read; truncated or corrupt ({_describe(exc)})") from None
+    except (EOFError, tarfile.TarError, zlib.error, lzma.LZMAError) as exc:
+        raise UserError.about(path, f"cannot be read; truncated or corrupt ({_describe(exc)})") from None
 
 
 def _is_compressed(tar: tarfile.TarFile) -> bool:
@@ -164,25 +203,39 @@ def _normalise(name: str) -> str:
 def _checked_members(path: Path, tar: tarfile.TarFile) -> dict[str, Member]:
     """Every member, or a refusal of the whole archive at the first one that breaks a rule."""
     members: dict[str, Member] = {}
+    directories: set[str] = set()
     try:
         infos = tar.getmembers()
-    except (tarfile.TarError, OSError, EOFError) as exc:
-        raise UserError.about(path, f"is truncated or corrupt ({exc})") from None
+    except _READ_ERRORS as exc:
+        raise UserError.about(path, f"is truncated or corrupt ({_describe(exc)})") from None
     for info in infos:
-        name = _normalise(info.name)
+        name = _normalise(info.name).rstrip("/")
         pure = PurePosixPath(name)
         if name in ("", "."):
+            if not info.isdir():
+                raise UserError.about(path, f"member {info.name!r} has no name; refusing the checkpoint")
             continue
         if pure.is_absolute() or info.name.startswith("/") or ".." in pure.parts or "\\" in name:
             raise UserError.about(path, f"member {info.name!r} points outside the archive; refusing the checkpoint")
+        if any(ord(ch) < 32 or ord(ch) == 127 for ch in name):
+            raise UserError.about(path, f"member {info.name!r} has control characters in its name; refusing the "
+                                        "checkpoint")
         if info.isdir():
+            if name in members:
+                raise UserError.about(path, f"member {info.name!r} appears twice; refusing the checkpoint")
+            directories.add(name)
             continue
-        if not info.isfile():
-            kind = "link" if info.issym() or info.islnk() else "special file"
+        if not info.isfile() or info.issparse():
+            if info.issym() or info.islnk():
+                kind = f"link to {info.linkname!r}"
+            elif info.isfile():
+                kind = "sparse file"
+            else:
+                kind = "device, FIFO or other special file"
             raise UserError.about(path, f"member {info.name!r} is a {kind}; refusing the checkpoint")
-        if name in members:
+        if name in members or name in directories:
             raise UserError.about(path, f"member {info.name!r} appears twice; refusing the checkpoint")
-        members[name] = Member(name=name, raw_name=info.name, size=info.size, offset=info.offset_data)
+        members[name] = Member(name=name, raw_name=info.name, size=info.size, offset=info.offset_data, info=info)
     if not members:
         raise UserError.about(path, "is an empty archive")
     # A truncated archive lists its members but ends early: check the last byte each member claims.

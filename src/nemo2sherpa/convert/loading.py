@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import inspect
 import logging
 import os
 import warnings
-from pathlib import Path
-from typing import Any, Iterator
+from pathlib import Path, PurePosixPath
+from typing import Any, Iterator, Mapping
 
 from nemo2sherpa.convert.archive import NEMO_PREFIX, NemoArchive
 from nemo2sherpa.convert.nemo_config import nemo_model_config
@@ -57,12 +58,78 @@ def skip_weight_init() -> Iterator[None]:
             setattr(torch.nn.init, name, function)
 
 
+def _resolve(dotted: str) -> Any:
+    """The object a dotted path names, found the way Hydra finds a _target_: the longest importable module, then
+    attributes. Raises ImportError or AttributeError."""
+    parts = dotted.split(".")
+    for cut in range(len(parts), 0, -1):
+        try:
+            found: Any = importlib.import_module(".".join(parts[:cut]))
+        except ImportError:
+            if cut == 1:
+                raise
+            continue
+        for name in parts[cut:]:
+            found = getattr(found, name)
+        return found
+    raise ImportError(dotted)  # pragma: no cover - the loop always returns or raises
+
+
+def _defined_in_nemo(found: Any) -> bool:
+    """A class or function whose code lives in NeMo. 'nemo.x.os.system' passes a check of the name but names
+    os.system (NeMo modules import os): what counts is where the object was defined, not the path to it."""
+    for _ in range(10):  # NeMo's @experimental / @deprecated wrappers
+        if not hasattr(found, "__wrapped__"):
+            break
+        found = found.__wrapped__
+    if not (isinstance(found, type) or inspect.isfunction(found)):
+        return False
+    module = getattr(found, "__module__", "") or ""
+    return module == "nemo" or module.startswith("nemo.")
+
+
+def check_resolved_targets(config: Any, where: str = "") -> None:
+    """Every _target_ (and NeMo's older 'target') in the config must name a class or function defined inside NeMo,
+    checked on the imported object right before NeMo instantiates it (model_config.check_targets checked the names
+    already, without importing anything)."""
+    if isinstance(config, Mapping):
+        for key, value in config.items():
+            here = f"{where}.{key}" if where else str(key)
+            if key in ("_target_", "target") and isinstance(value, str):
+                if not value.startswith("nemo."):  # never import a module outside NeMo to look at it
+                    raise UserError(f"config {here} names {value!r}, outside NeMo's modules; refusing it")
+                try:
+                    found = _resolve(value)
+                except (ImportError, AttributeError, ValueError):
+                    if key == "target":  # NeMo falls back to the calling class when a legacy 'target' is missing
+                        continue
+                    raise UserError(f"config {here} names {value!r}, which this NeMo does not have") from None
+                if not _defined_in_nemo(found):
+                    defined = getattr(found, "__module__", None) or type(found).__name__
+                    raise UserError(f"config {here} names {value!r}, which is not NeMo's own code (it is defined "
+                                    f"in {defined}); refusing it")
+            elif key == "_target_":
+                raise UserError(f"config {here} is not a class name ({value!r}); refusing it")
+            else:
+                check_resolved_targets(value, here)
+    elif isinstance(config, (list, tuple)):
+        for index, value in enumerate(config):
+            check_resolved_targets(value, f"{where}[{index}]")
+
+
 def model_class(config: dict[str, Any]) -> type:
-    """The NeMo class the config names; the name was checked to be NeMo's own before this point."""
-    module_name, _, class_name = str(config["target"]).rpartition(".")
+    """The NeMo ASR model class the config names, imported and checked to be NeMo's own."""
+    target = str(config.get("target", ""))
+    module_name, _, class_name = target.rpartition(".")
     if not module_name.startswith("nemo.collections.asr.models"):
-        raise UserError(f"model class {config['target']!r} is not a NeMo ASR model")
-    return getattr(importlib.import_module(module_name), class_name)
+        raise UserError(f"model class {target!r} is not a NeMo ASR model")
+    try:
+        cls = getattr(importlib.import_module(module_name), class_name)
+    except (ImportError, AttributeError, ValueError):
+        raise UserError(f"model class {target!r} does not exist in this NeMo") from None
+    if not isinstance(cls, type) or not _defined_in_nemo(cls):
+        raise UserError(f"model class {target!r} is not a class defined in NeMo; refusing it")
+    return cls
 
 
 def instantiate(config: dict[str, Any], initialise: bool = True):
@@ -71,10 +138,15 @@ def instantiate(config: dict[str, Any], initialise: bool = True):
 
     config = {key: value for key, value in config.items() if key not in _DATA_SECTIONS}
     cls = model_class(config)
+    check_resolved_targets(config)
     with quiet_nemo(), (contextlib.nullcontext() if initialise else skip_weight_init()):
         model = cls(cfg=OmegaConf.create(config))
     model.eval()
     return model
+
+
+# Tokenizer settings NeMo opens as files: they must name files inside the checkpoint, never the converting machine's.
+_TOKENIZER_FILES = ("model_path", "vocab_path", "spe_tokenizer_vocab")
 
 
 def localise_tokenizer(archive: NemoArchive, config: dict[str, Any], workdir: Path) -> dict[str, Any]:
@@ -85,6 +157,17 @@ def localise_tokenizer(archive: NemoArchive, config: dict[str, Any], workdir: Pa
     for key, value in list(tokenizer.items()):
         if isinstance(value, str) and value.startswith(NEMO_PREFIX):
             tokenizer[key] = str(archive.extract_artifact(value, directory))
+        elif key in _TOKENIZER_FILES and value is not None:
+            # An old-style plain path: acceptable only when the archive holds that file (matched by its name).
+            name = PurePosixPath(str(value).replace("\\", "/")).name
+            try:
+                member = archive.artifact_member(name) if name else None
+            except UserError:
+                member = None
+            if member is None:
+                raise UserError.about(archive.path, f"tokenizer.{key} names {value!r}, a file outside the checkpoint; "
+                                                    "refusing to read files of this machine")
+            tokenizer[key] = str(archive.extract_artifact(member, directory))
     if "model_path" not in tokenizer:
         raise UserError.about(archive.path, "the config has no tokenizer.model_path; the tokenizer is missing")
     tokenizer["dir"] = str(directory)
@@ -106,26 +189,23 @@ def load_from_archive(archive: NemoArchive, config: dict[str, Any], workdir: Pat
     """The checkpoint's model with its trained weights, loaded with torch.load(weights_only=True).
 
     `config` must come from localise_tokenizer()."""
-    import pickle
-    import zipfile
-
-    import torch
-
-    model = instantiate(config, initialise=False)
+    try:
+        model = instantiate(config, initialise=False)
+    except UserError as exc:
+        raise UserError.about(archive.path, str(exc)) from None
+    except Exception as exc:  # noqa: BLE001 - NeMo's own refusal of a config it cannot build (bad values, types)
+        raise UserError.about(archive.path, f"NeMo cannot build the model its model_config.yaml describes "
+                                            f"({type(exc).__name__}: {_first_line(exc)})") from None
     with archive.open_weights(workdir) as stream:
-        try:
-            state = torch.load(stream, map_location="cpu", weights_only=True, mmap=False)
-        except pickle.UnpicklingError as exc:
-            raise UserError.about(archive.path, "model_weights.ckpt holds more than tensors (pickled code?); "
-                                                f"refusing to unpickle it ({str(exc).splitlines()[0]})") from None
-        except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as exc:
-            raise UserError.about(archive.path, f"model_weights.ckpt cannot be read; truncated or corrupt "
-                                                f"({str(exc).splitlines()[0]})") from None
-    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = _load_tensors(stream, archive.path)
+    if isinstance(state, Mapping) and "state_dict" in state and isinstance(state["state_dict"], Mapping):
         state = state["state_dict"]  # a Lightning checkpoint saved inside the archive
+    if not isinstance(state, Mapping):
+        raise UserError.about(archive.path, f"model_weights.ckpt holds a {type(state).__name__}, not a state dict "
+                                            "of named tensors")
     try:
         model.load_state_dict(state, strict=True, assign=True)
-    except RuntimeError as exc:
+    except (RuntimeError, TypeError, ValueError, KeyError) as exc:
         first = _first_mismatch(str(exc))
         raise UserError.about(archive.path, f"its weights do not fit its config ({first})") from None
     del state
@@ -133,12 +213,121 @@ def load_from_archive(archive: NemoArchive, config: dict[str, Any], workdir: Pat
     return model
 
 
+def _load_tensors(stream, source: Path) -> Any:
+    """torch.load(weights_only=True): tensors, containers and numbers only, never code. Whatever else goes wrong is a
+    damaged file, said in one line; the environment cannot turn weights_only off (an explicit True wins)."""
+    import pickle
+
+    import torch
+
+    check_torch_version(torch.__version__)
+    try:
+        return torch.load(stream, map_location="cpu", weights_only=True, mmap=False)
+    except pickle.UnpicklingError as exc:
+        message = str(exc)
+        wanted = _unpickle_global(message)
+        if wanted is not None:
+            raise UserError.about(source, f"model_weights.ckpt needs to unpickle {wanted}, which is code or an object "
+                                          "that is not a tensor; refusing it (only tensors are loaded, "
+                                          "torch.load weights_only=True)") from None
+        raise UserError.about(source, f"model_weights.ckpt cannot be read; truncated or corrupt "
+                                      f"({_weights_only_reason(message)})") from None
+    except MemoryError:
+        raise UserError.about(source, "model_weights.ckpt cannot be read; it claims more memory than "
+                                      "this machine has (corrupt?)") from None
+    except Exception as exc:  # noqa: BLE001 - torch raises RuntimeError, EOFError, KeyError, ... for damaged files
+        raise UserError.about(source, f"model_weights.ckpt cannot be read; truncated or corrupt "
+                                      f"({_first_line(exc)})") from None
+
+
+_FORCE_SAFE, _FORCE_UNSAFE = "TORCH_FORCE_WEIGHTS_ONLY_LOAD", "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"
+
+
+@contextlib.contextmanager
+def weights_only_everywhere() -> Iterator[None]:
+    """For code that calls torch.load without weights_only (NeMo's restore_from): make torch load tensors only.
+
+    torch honours TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1 wherever weights_only is not passed, which turns NeMo's
+    restore_from into arbitrary code execution for a hostile checkpoint; TORCH_FORCE_WEIGHTS_ONLY_LOAD=1 forces the
+    safe loader instead. Not thread-safe (it edits os.environ for the duration)."""
+    import torch
+
+    check_torch_version(torch.__version__)
+    saved = {name: os.environ.get(name) for name in (_FORCE_SAFE, _FORCE_UNSAFE)}
+    os.environ.pop(_FORCE_UNSAFE, None)
+    os.environ[_FORCE_SAFE] = "1"
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def vet_checkpoint(path: Path) -> None:
+    """The checks convert makes before a checkpoint's config is used, for code that hands a .nemo to NeMo itself
+    (validate's reference): archive members, config _target_s by name and by object. Raises UserError naming the
+    file. Its weights are not read here: load them inside weights_only_everywhere()."""
+    from nemo2sherpa.convert.archive import CONFIG_NAME
+    from nemo2sherpa.convert.model_config import check_targets, parse_config
+
+    path = Path(path)
+    with NemoArchive(path) as archive:
+        config = parse_config(archive.read_text(CONFIG_NAME), path)
+        check_targets(config, path)
+    try:
+        check_resolved_targets({k: v for k, v in config.items() if k not in _DATA_SECTIONS})
+    except UserError as exc:
+        raise UserError.about(path, str(exc)) from None
+
+
+# torch.load(weights_only=True) could be made to run code up to torch 2.5.1 (CVE-2025-32434, fixed in 2.6.0).
+SAFE_TORCH = (2, 6)
+
+
+def check_torch_version(version: str) -> None:
+    """Refuse to unpickle untrusted weights with a torch whose weights_only loader is known to be bypassable."""
+    import re
+
+    numbers = tuple(int(n) for n in re.findall(r"\d+", version.split("+")[0])[:2])
+    if len(numbers) == 2 and numbers < SAFE_TORCH:
+        raise UserError(f"torch {version} can be made to run code while loading weights even with weights_only=True "
+                        f"(CVE-2025-32434); install torch {SAFE_TORCH[0]}.{SAFE_TORCH[1]} or later to convert "
+                        "checkpoints")
+
+
+def _unpickle_global(message: str) -> str | None:
+    """The global a weights_only refusal names ('Unsupported global: GLOBAL posix.system', 'unsupported GLOBAL
+    posix.system whose module posix is blocked'), or None when torch refused something else (damaged data)."""
+    import re
+
+    found = re.search(r"GLOBAL ([\w.]+)", message)
+    return found.group(1) if found else None
+
+
+def _weights_only_reason(message: str) -> str:
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    for line in lines:
+        if line.lower().startswith(("unsupported operand", "unsupported class", "weightsunpickler error")) \
+                and not line.endswith(":"):
+            return line[:200]
+    return "not a PyTorch checkpoint"
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[0][:300] if lines else type(exc).__name__
+
+
 def _first_mismatch(message: str) -> str:
     for line in message.splitlines():
         line = line.strip()
         if line.startswith(("Missing key", "Unexpected key", "size mismatch")):
             return line[:300]
-    return message.splitlines()[0][:300]
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    return lines[0][:300] if lines else "no detail"
 
 
 def random_model(architecture: Architecture, workdir: Path, seed: int = 0):

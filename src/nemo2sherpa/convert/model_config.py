@@ -43,13 +43,14 @@ PREPROCESSOR_DEFAULTS: dict[str, Any] = {
 
 def parse_config(text: str, source: Path) -> dict[str, Any]:
     """The config as plain containers with every ${...} interpolation resolved."""
+    import yaml
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
     try:
         loaded = OmegaConf.create(text)
         container = OmegaConf.to_container(loaded, resolve=True)
-    except (OmegaConfBaseException, ValueError, TypeError) as exc:
+    except (OmegaConfBaseException, yaml.YAMLError, ValueError, TypeError, RecursionError) as exc:
         raise UserError.about(source, f"model_config.yaml cannot be parsed ({type(exc).__name__}: {exc})") from None
     if not isinstance(container, dict):
         raise UserError.about(source, "model_config.yaml is not a mapping")
@@ -99,6 +100,17 @@ def _target_name(section: Mapping[str, Any]) -> str:
 
 def facts_from_config(config: Mapping[str, Any], source: Path, tokenizer_vocab: int | None = None) -> ModelFacts:
     """Model facts, or a one-line refusal naming the class or setting that sherpa-onnx cannot run."""
+    try:
+        return _facts_from_config(config, source, tokenizer_vocab)
+    except UserError:
+        raise
+    except (KeyError, ValueError, TypeError, AttributeError, IndexError) as exc:
+        # a config from the internet may lack or mistype any setting: that is the file's fault, said in one line
+        raise UserError.about(source, f"model_config.yaml has a missing or malformed setting "
+                                      f"({type(exc).__name__}: {exc})") from None
+
+
+def _facts_from_config(config: Mapping[str, Any], source: Path, tokenizer_vocab: int | None) -> ModelFacts:
     check_targets(config, source)
     model_class = model_class_of(config, source)
     if model_class not in TRANSDUCER_CLASSES:

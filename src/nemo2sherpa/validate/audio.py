@@ -40,27 +40,68 @@ class Clip:
 
 
 def load_audio(path: Path, sample_rate: int = 16000) -> np.ndarray:
+    """Mono float32 at `sample_rate`: any rate (resampled with soxr), any channel count (averaged), any sample format
+    and container libsndfile reads (WAV 8/16/24/32-bit and float, FLAC, OGG Vorbis/Opus, ...). Refused, in one line
+    naming the file: unreadable or empty files, NaN or infinite samples."""
     import soundfile as sf
     import soxr
 
-    if not path.is_file():
-        raise UserError.about(path, "no such audio file" if not path.exists() else "is not a file")
+    try:
+        is_file = path.is_file()
+    except (OSError, ValueError):
+        is_file = False
+    if not is_file:
+        raise UserError.about(path, "no such audio file" if not _exists(path) else "is not a file")
     try:
         data, rate = sf.read(str(path), dtype="float32", always_2d=True)
-    except (RuntimeError, sf.LibsndfileError, TypeError) as exc:
-        raise UserError.about(path, f"cannot be read as audio ({str(exc).splitlines()[0]})") from None
+    except (RuntimeError, sf.LibsndfileError, TypeError, ValueError, OSError, EOFError) as exc:
+        raise UserError.about(path, f"cannot be read as audio ({_first_line(exc)})") from None
     if data.size == 0:
         raise UserError.about(path, "holds no audio samples")
     if not np.all(np.isfinite(data)):
         raise UserError.about(path, "holds NaN or infinite samples")
-    mono = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
+    if rate <= 0:
+        raise UserError.about(path, f"states a sample rate of {rate} Hz")
+    mono = data.mean(axis=1, dtype=np.float64) if data.shape[1] > 1 else data[:, 0]
     if rate != sample_rate:
-        mono = soxr.resample(mono, rate, sample_rate, quality="HQ")
-    return np.ascontiguousarray(mono, dtype=np.float32)
+        mono = soxr.resample(np.ascontiguousarray(mono, dtype=np.float32), rate, sample_rate, quality="HQ")
+    mono = np.ascontiguousarray(mono, dtype=np.float32)
+    if mono.size == 0:
+        raise UserError.about(path, f"holds too few samples to resample from {rate} Hz to {sample_rate} Hz")
+    return mono
+
+
+def _exists(path: Path) -> bool:
+    try:
+        return path.exists()
+    except (OSError, ValueError):
+        return False
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__
+
+
+def unique_names(names: Iterable[str]) -> list[str]:
+    """Clip names are keys (references, transcripts, reports): a repeated name gets ' (2)', ' (3)', ..."""
+    seen: dict[str, int] = {}
+    unique = []
+    taken = set()
+    for name in names:
+        candidate = name
+        while candidate in taken:
+            seen[name] = seen.get(name, 1) + 1
+            candidate = f"{name} ({seen[name]})"
+        taken.add(candidate)
+        unique.append(candidate)
+    return unique
 
 
 def clips_from_files(paths: Iterable[Path], sample_rate: int = 16000) -> list[Clip]:
-    return [Clip(name=p.name, audio=load_audio(p, sample_rate), sample_rate=sample_rate) for p in paths]
+    paths = list(paths)
+    names = unique_names(p.name for p in paths)
+    return [Clip(name=n, audio=load_audio(p, sample_rate), sample_rate=sample_rate) for n, p in zip(names, paths)]
 
 
 def parse_dataset_line(line: str, number: int, source: Path) -> tuple[str, str | None] | None:
@@ -71,15 +112,29 @@ def parse_dataset_line(line: str, number: int, source: Path) -> tuple[str, str |
         entry = json.loads(line)
     except json.JSONDecodeError as exc:
         raise UserError.about(source, f"line {number} is not JSON ({exc.msg})") from None
+    except (ValueError, RecursionError) as exc:  # 5000-digit numbers, nesting deeper than the parser goes
+        raise UserError.about(source, f"line {number} is not usable JSON ({_first_line(exc)[:100]})") from None
     if not isinstance(entry, dict):
         raise UserError.about(source, f"line {number} is not a JSON object")
     audio = next((entry[k] for k in AUDIO_KEYS if k in entry), None)
-    if not isinstance(audio, str) or not audio:
+    if not isinstance(audio, str) or not audio.strip():
         raise UserError.about(source, f"line {number} has no audio path (keys: {', '.join(AUDIO_KEYS)})")
+    if "\x00" in audio or not _valid_text(audio):
+        raise UserError.about(source, f"line {number} has an audio path that is not a valid file name")
     text = next((entry[k] for k in TEXT_KEYS if k in entry), None)
     if text is not None and not isinstance(text, str):
         raise UserError.about(source, f"line {number} has a text that is not a string")
+    if text is not None and not _valid_text(text):
+        raise UserError.about(source, f"line {number} has a text that is not valid Unicode (lone surrogates)")
     return audio, text
+
+
+def _valid_text(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def read_dataset(path: Path, sample_rate: int = 16000) -> list[Clip]:
@@ -90,15 +145,16 @@ def read_dataset(path: Path, sample_rate: int = 16000) -> list[Clip]:
         raise UserError.about(path, "no such dataset file") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise UserError.about(path, f"cannot be read ({exc})") from None
-    clips = []
+    entries = []
     for number, line in enumerate(lines, start=1):
         parsed = parse_dataset_line(line, number, path)
-        if parsed is None:
-            continue
-        audio_path, text = parsed
-        resolved = (path.parent / audio_path) if not Path(audio_path).is_absolute() else Path(audio_path)
-        clips.append(Clip(name=Path(audio_path).name, audio=load_audio(resolved, sample_rate),
-                          sample_rate=sample_rate, text=text))
-    if not clips:
+        if parsed is not None:
+            entries.append(parsed)
+    if not entries:
         raise UserError.about(path, "lists no audio")
+    names = unique_names(Path(audio_path).name for audio_path, _ in entries)
+    clips = []
+    for name, (audio_path, text) in zip(names, entries):
+        resolved = (path.parent / audio_path) if not Path(audio_path).is_absolute() else Path(audio_path)
+        clips.append(Clip(name=name, audio=load_audio(resolved, sample_rate), sample_rate=sample_rate, text=text))
     return clips

@@ -27,14 +27,24 @@ class NemoReference:
     def __init__(self, checkpoint: Path, threads: int | None = None) -> None:
         import torch
 
-        from nemo2sherpa.convert.loading import quiet_nemo
+        import pickle
+
+        from nemo2sherpa.convert.loading import quiet_nemo, vet_checkpoint, weights_only_everywhere
+        from nemo2sherpa.errors import UserError
 
         if threads:
             torch.set_num_threads(threads)
-        with quiet_nemo():
+        # NeMo's restore_from is the independent reference, but the checkpoint is still untrusted: the same checks as
+        # convert, and torch forced to its tensors-only loader for NeMo's own torch.load.
+        vet_checkpoint(Path(checkpoint))
+        with quiet_nemo(), weights_only_everywhere():
             from nemo.collections.asr.models import ASRModel
 
-            self.model = ASRModel.restore_from(str(checkpoint), map_location="cpu")
+            try:
+                self.model = ASRModel.restore_from(str(checkpoint), map_location="cpu")
+            except pickle.UnpicklingError as exc:
+                raise UserError.about(checkpoint, "model_weights.ckpt holds more than tensors; refusing to unpickle "
+                                                  f"it ({str(exc).splitlines()[0][:200]})") from None
         self.model.eval()
         self.sample_rate = int(self.model.cfg.preprocessor.get("sample_rate", 16000))
 
