@@ -12,7 +12,7 @@
       the evidence behind docs/precision.md: onnxruntime CPU hides float16 overflow; the naive (all-float16)
       length path against float32 at 5..45 s of audio (emulated float16, as CUDA computes it)
 
-Heavy runs (a 1.1B model) belong under `flock /tmp/nemo2sherpa-heavy.lock`. OMP_WAIT_POLICY=PASSIVE is set here.
+OMP_WAIT_POLICY=PASSIVE is set here.
 """
 
 from __future__ import annotations

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import tarfile
-from pathlib import Path
 
 import pytest
 from helpers import assert_one_line_error, leftovers, run_cli, run_process

@@ -89,7 +89,6 @@ def test_large_graphs_keep_all_weights_in_one_external_file(checkpoints, convert
     constants = [a.t for n in graph.graph.node for a in n.attribute if a.type == onnx.AttributeProto.TENSOR]
     tensors = [*graph.graph.initializer, *constants]
     assert [t.name for t in tensors if not uses_external_data(t) and len(t.raw_data) >= 1024] == []
-    assert any(uses_external_data(t) for t in constants), "large Constant values belong in the weights file too"
     assert read_manifest(external).export["external_data"]["encoder"] == "encoder.weights"
 
     arch = checkpoints["tdt-80"].architecture

@@ -41,13 +41,23 @@ def test_report_files_exist_and_parse(validated):
     directory = validated.report_dir
     report = json.loads((directory / "report.json").read_text())
     assert report["format"] == "nemo2sherpa-validation" and report["format_version"] == 1
-    assert set(report["checks"]) == {"contract", "graph_fidelity", "transcripts", "providers", "speed"}
+    assert set(report["checks"]) == {"contract", "graph_fidelity", "transcripts", "providers", "speed", "long_audio"}
     speed = report["checks"]["speed"]
     assert [b["seconds"] for b in speed["buckets"]] == [2.0, 5.0]
     assert all(b["cpu"]["decode_seconds"] > 0 and b["cpu"]["rtfx"] > 0 for b in speed["buckets"])
     markdown = (directory / "report.md").read_text()
     assert "## Graph fidelity" in markdown and "## Transcripts through sherpa-onnx" in markdown
+    assert "## Long input (45" in markdown
     assert (directory / "decode_time.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_an_export_that_claims_long_input_is_validated_beyond_400_s(validated):
+    """The fixture's manifest claims no length limit: validate adds a 450 s input and judges it against NeMo."""
+    long = validated.report["checks"]["long_audio"]
+    assert long["status"] == "passed", long
+    assert 450 <= long["seconds"] < 455 and long["claimed_max_seconds"] is None
+    assert long["graph"]["tokens_equal_nemo"] is True and long["graph"]["encoder_max_abs_diff"] < 1e-3
+    assert long["sherpa_onnx"]["ok"] and long["sherpa_onnx"]["words"] > 100
 
 
 def test_cli_exit_codes_and_rerun_from_cache_without_nemo(validated, fixture_dir, tmp_path, capsys):

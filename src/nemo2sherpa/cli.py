@@ -188,15 +188,21 @@ def _lengths(value: str) -> tuple[float, ...]:
               help="Transcripts: maximum WER (%) between sherpa-onnx and NeMo.")
 @click.option("--min-provider-agreement", type=click.FloatRange(0, 1), default=1.0, show_default=True,
               help="Providers: minimum share of identical CPU and CUDA transcripts.")
+@click.option("--no-long-audio", is_flag=True,
+              help="Skip the input beyond 400 s that is checked whenever the manifest claims to support one.")
+@click.option("--compare-with", type=click.Path(path_type=Path), metavar="OTHER_DIR",
+              help="Another export of the same checkpoint (e.g. full attention): report WER of this one against it.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress lines.")
 def validate(directory: Path, providers: tuple[str, ...], nemo: Path | None, audio: tuple[Path, ...],
              dataset: Path | None, report_dir: Path | None, variant: str | None, threads: int, repeats: int,
              speed_lengths: tuple[float, ...], no_speed: bool, no_nemo: bool, max_encoder_diff: float,
-             min_exact_match: float, max_wer_vs_nemo: float, min_provider_agreement: float, quiet: bool) -> int:
+             min_exact_match: float, max_wer_vs_nemo: float, min_provider_agreement: float, no_long_audio: bool,
+             compare_with: Path | None, quiet: bool) -> int:
     """Prove that a sherpa-onnx model directory transcribes like its NeMo checkpoint; exit 0 when it does.
 
     Checks, in order: the sherpa-onnx contract; graph fidelity against NeMo; transcripts through sherpa-onnx; the
-    providers asked for; speed by audio length. Works on any NeMo transducer directory, with or without a manifest.
+    providers asked for; speed by audio length; an input beyond 400 s when the manifest claims one; a precision
+    variant against fp32; another export (--compare-with). Works on any NeMo transducer directory, with or without a manifest.
     """
     from nemo2sherpa.progress import Progress
     from nemo2sherpa.validate.pipeline import ValidateOptions
@@ -207,6 +213,7 @@ def validate(directory: Path, providers: tuple[str, ...], nemo: Path | None, aud
         variant=variant, threads=threads, repeats=repeats, speed_lengths=speed_lengths, measure_speed=not no_speed,
         use_nemo=not no_nemo, encoder_tolerance=max_encoder_diff, min_exact_match=min_exact_match,
         max_wer_vs_nemo=max_wer_vs_nemo, min_provider_agreement=min_provider_agreement,
+        long_audio=not no_long_audio, compare_with=compare_with,
     )
     outcome = run_validate(options, Progress(enabled=not quiet))
     for name, check in outcome.checks.items():

@@ -91,8 +91,11 @@ def _run_export_forward(module: Any, *args: Any) -> Any:
         return forward(*args)
 
 
-def make_probes(model: Any, seed: int = 1234) -> list[Probe]:
-    """PyTorch outputs on probe inputs. Call after export_graphs: the modules are then in their export mode."""
+def make_probes(model: Any, extra_frames: tuple[int, ...] = (), seed: int = 1234) -> list[Probe]:
+    """PyTorch outputs on probe inputs. Call after export_graphs: the modules are then in their export mode.
+
+    extra_frames: encoder lengths the attention being exported needs checked besides the standard ones (see
+    encoder_prep: windows crossed by local attention, lengths beyond NeMo's position table)."""
     import torch
 
     generator = torch.Generator().manual_seed(seed)
@@ -100,7 +103,7 @@ def make_probes(model: Any, seed: int = 1234) -> list[Probe]:
     mels = int(encoder._feat_in)
     probes = []
     with quiet_nemo(), torch.no_grad():
-        for frames in PROBE_FRAMES:
+        for frames in (*PROBE_FRAMES, *extra_frames):
             features = torch.randn(1, mels, frames, generator=generator)
             length = torch.tensor([frames], dtype=torch.int64)
             outputs = _run_export_forward(encoder, features, length)

@@ -80,7 +80,7 @@ def convert(options: ConvertOptions, progress: Progress | None = None) -> Conver
 
         exported = export_graphs(loaded.model, scratch / "export", on_graph=lambda g: progress.stage(f"export {g}"))
         with progress.stage("probe PyTorch outputs"):
-            probes = make_probes(loaded.model)
+            probes = make_probes(loaded.model, prep.probe_frames)
         optimizations: dict[str, Any] = {"optimizations": []}
         if options.optimize:
             with progress.stage("optimize encoder graph"):

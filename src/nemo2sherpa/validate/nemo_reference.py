@@ -24,7 +24,9 @@ class NemoResult:
 
 
 class NemoReference:
-    def __init__(self, checkpoint: Path, threads: int | None = None) -> None:
+    def __init__(self, checkpoint: Path, threads: int | None = None, manifest=None) -> None:
+        """manifest: the export's; when its attention was changed at conversion (--attention local), NeMo is switched
+        to that same attention so that it is the reference for what was exported."""
         import torch
 
         import pickle
@@ -46,6 +48,11 @@ class NemoReference:
                 raise UserError.about(checkpoint, "model_weights.ckpt holds more than tensors; refusing to unpickle "
                                                   f"it ({str(exc).splitlines()[0][:200]})") from None
         self.model.eval()
+        if manifest is not None:
+            from nemo2sherpa.validate.long_audio import apply_reference_attention
+
+            with quiet_nemo():
+                apply_reference_attention(self.model, manifest)
         self.sample_rate = int(self.model.cfg.preprocessor.get("sample_rate", 16000))
 
     def run(self, audio: np.ndarray) -> NemoResult:

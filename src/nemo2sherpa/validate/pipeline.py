@@ -15,6 +15,7 @@ from nemo2sherpa.progress import Progress
 from nemo2sherpa.validate import fidelity, speed, transcripts
 from nemo2sherpa.validate.audio import Clip, clips_from_files, read_dataset
 from nemo2sherpa.validate.contract_check import ModelSpec, check_contract
+from nemo2sherpa.validate.long_audio import long_input_clip
 from nemo2sherpa.validate.model_dir import ModelDir, open_model_dir
 from nemo2sherpa.validate.report import CHECK_ORDER, FORMAT, FORMAT_VERSION, write_report
 from nemo2sherpa.validate.results import PASSED, SKIPPED, CheckResult
@@ -40,6 +41,8 @@ class ValidateOptions:
     min_exact_match: float = transcripts.DEFAULT_MIN_EXACT_MATCH
     max_wer_vs_nemo: float = transcripts.DEFAULT_MAX_WER_VS_NEMO
     min_provider_agreement: float = 1.0
+    long_audio: bool = True
+    compare_with: Path | None = None
 
 
 @dataclass
@@ -68,12 +71,16 @@ def validate(options: ValidateOptions, progress: Progress | None = None) -> Vali
     sample_rate = model.manifest.model.sample_rate if model.manifest else 16000
     with progress.stage("load audio"):
         clips, audio_source = _clips(options, model, sample_rate)
+    if options.compare_with is not None and not options.compare_with.is_dir():
+        raise UserError.about(options.compare_with, "--compare-with needs a model directory")
+    long_clip = long_input_clip(model.manifest, clips, sample_rate) if options.long_audio and spec else None
 
     if spec is None:
         for name in ("graph_fidelity", "transcripts", "providers", "speed") + (("precision",) if fp32_model else ()):
             checks[name] = CheckResult.skipped(name, "the contract check failed")
     else:
-        references, reference_kind, nemo, reason = _references(options, model, clips, progress)
+        references, reference_kind, nemo, reason = _references(
+            options, model, clips + ([long_clip] if long_clip else []), progress)
         with progress.stage("compare graphs with NeMo"):
             checks["graph_fidelity"] = _graph_fidelity(options, model, spec, clips, references, reference_kind,
                                                        nemo, reason)
@@ -106,12 +113,41 @@ def validate(options: ValidateOptions, progress: Progress | None = None) -> Vali
                 repeats=options.repeats, speed_lengths=options.speed_lengths,
                 variant_runs={p: runs[p] for p in usable}, measure_speed=options.measure_speed,
                 sample_rate=sample_rate, progress=progress)
+        checks["long_audio"] = _long_audio(options, model, spec, long_clip, references, nemo, progress)
+        if options.compare_with is not None:
+            from nemo2sherpa.validate.long_audio import compare_exports
+
+            with progress.stage(f"compare with {options.compare_with.name}"):
+                checks["attention"] = compare_exports(options.directory, options.compare_with, clips,
+                                                      threads=options.threads, feature_dim=spec.feat_dim)
 
     report = _assemble(options, model, checks, clips, audio_source)
     with progress.stage("write report"):
         write_report(report, report_dir)
     progress.note(f"{'PASSED' if report['passed'] else 'FAILED'}: report in {report_dir}")
     return ValidationOutcome(report=report, report_dir=report_dir, checks=checks)
+
+
+def _long_audio(options, model, spec: ModelSpec, clip, references, nemo, progress) -> CheckResult:
+    from nemo2sherpa.validate.long_audio import check_long_input
+
+    if not options.long_audio:
+        return CheckResult.skipped("long_audio", "not requested (--no-long-audio)")
+    if clip is None:
+        return check_long_input(None, model, spec)
+    with progress.stage(f"long input: {clip.seconds:.0f} s through the graphs and sherpa-onnx"):
+        return check_long_input(clip, model, spec, references.get(clip.name),
+                                max_symbols=nemo.max_symbols if nemo is not None else None,
+                                tolerance=options.encoder_tolerance, threads=options.threads,
+                                memory_limit_bytes=_physical_memory())
+
+
+def _physical_memory() -> int | None:
+    """The long decode's address-space cap: a runaway allocation fails in its child, not the machine."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError):
+        return None
 
 
 def _clips(options: ValidateOptions, model: ModelDir, sample_rate: int) -> tuple[list[Clip], str]:
@@ -174,12 +210,13 @@ def _checkpoint(options: ValidateOptions, model: ModelDir) -> tuple[Path | None,
 def _references(options, model, clips, progress):
     """NeMo's result for every clip, from the cache or computed now. Returns (references, kind, nemo or None,
     reason when references are missing)."""
+    from nemo2sherpa.validate.long_audio import reference_key
     from nemo2sherpa.validate.references import Reference, ReferenceStore
 
     checkpoint, digest, reason = _checkpoint(options, model)
     if digest is None:
         return {}, None, None, reason
-    store = ReferenceStore(digest)
+    store = ReferenceStore(reference_key(digest, model.manifest))
     references = {c.name: r for c in clips if (r := store.load(c)) is not None}
     missing = [c for c in clips if c.name not in references]
     kind = "cache" if references else None
@@ -193,7 +230,7 @@ def _references(options, model, clips, progress):
         except ImportError:
             return references, kind, None, "NeMo is not installed (pip install nemo2sherpa[convert])"
         with progress.stage(f"NeMo reference for {len(missing)} clip(s)"):
-            nemo = NemoReference(checkpoint, threads=options.threads)
+            nemo = NemoReference(checkpoint, threads=options.threads, manifest=model.manifest)
             for clip in missing:
                 result = nemo.run(clip.audio)
                 reference = Reference(tokens=result.tokens, text=result.text, features=result.features,

@@ -11,7 +11,8 @@ from typing import Any
 FORMAT = "nemo2sherpa-validation"
 FORMAT_VERSION = 1
 REPORT_JSON, REPORT_MD, PLOT = "report.json", "report.md", "decode_time.png"
-CHECK_ORDER = ("contract", "graph_fidelity", "transcripts", "providers", "speed", "precision")
+CHECK_ORDER = ("contract", "graph_fidelity", "transcripts", "providers", "speed", "precision", "long_audio",
+               "attention")
 
 
 def write_report(report: dict[str, Any], directory: Path) -> list[Path]:
@@ -132,6 +133,9 @@ def render_markdown(report: dict[str, Any]) -> str:
                          f"{_fmt(speed.get('recommended_gpu_min_seconds'), 1)} s, CPU below.")
         lines += ["", f"![decode time]({PLOT})", ""]
     lines += _precision_section(checks.get("precision"))
+    from nemo2sherpa.validate.long_audio import markdown_lines
+
+    lines += markdown_lines(checks)
     versions = env.get("versions", {})
     if versions:
         lines += ["## Versions", "", ", ".join(f"{k} {v}" for k, v in versions.items()), ""]

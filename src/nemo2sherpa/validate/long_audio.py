@@ -1,0 +1,321 @@
+"""Long inputs in validate: an input beyond the 400 s that a plain export accepts, whenever the manifest claims one.
+
+- `long_input_clip(manifest, clips, sample_rate)`: the validation clips, whole, one after another with short pauses,
+  to just beyond the position table of a plain export (450 s by default); None when the manifest claims no more.
+- `check_long_input(...)`: the "long_audio" check. Graph level (judged): NeMo's features of the long clip through
+  the exported encoder must give NeMo's encoder output and greedy token ids. sherpa-onnx (judged: it must run;
+  reported: decode time, peak memory of the process, words, WER against NeMo and against the known text). Small
+  models trained on short utterances (the bundled fixtures) transcribe concatenated audio badly in NeMo itself,
+  and sherpa-onnx's features flip their near-ties, so those rates are reported, never judged.
+- `compare_exports(...)`: the "attention" comparison: WER of this export's transcripts against another export of
+  the same checkpoint (a local-attention export against the full-attention one) on the audio both can run.
+- NeMo reference helpers: an export whose attention was changed at conversion (--attention local) must be compared
+  with NeMo running that same attention, and its cached references must not mix with the checkpoint's own.
+- The long decode runs in a child process (validate/child_decode.py) with an address-space limit, so a runaway
+  allocation cannot take the machine down.
+
+Pure Python and numpy at import time: validate never needs NeMo or torch for this module.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from nemo2sherpa.validate.audio import Clip
+from nemo2sherpa.validate.child_decode import decode_in_child
+from nemo2sherpa.validate.results import CheckResult
+
+DEFAULT_LONG_SECONDS = 450.0
+BEYOND_TABLE_SECONDS = 50.0  # how far past a plain export's limit the long clip goes at least
+PAUSE_SECONDS = 0.3
+DEFAULT_FRAME_SECONDS = 0.08
+DEFAULT_POS_EMB_MAX_LEN = 5000
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# What the manifest claims
+
+
+def frame_seconds(manifest) -> float:
+    export = manifest.export if manifest is not None else {}
+    value = export.get("encoder_frame_seconds")
+    if value:
+        return float(value)
+    if manifest is not None:
+        hop = float(manifest.model.frontend.get("window_stride") or 0.01)
+        return hop * int(manifest.model.architecture.subsampling_factor or 8)
+    return DEFAULT_FRAME_SECONDS
+
+
+def plain_limit_seconds(manifest) -> float:
+    """The longest input a plain export of this model accepts: its position table (5000 frames = 400 s)."""
+    frames = DEFAULT_POS_EMB_MAX_LEN
+    if manifest is not None and manifest.model.architecture.pos_emb_max_len:
+        frames = manifest.model.architecture.pos_emb_max_len
+    return frames * frame_seconds(manifest)
+
+
+def supported_seconds(manifest) -> float:
+    """The longest input the manifest claims (math.inf: no limit in the graph). Manifests written before the
+    export recorded its attention claim what a plain export accepts."""
+    if manifest is None or "attention" not in manifest.export:
+        return plain_limit_seconds(manifest)
+    value = manifest.export.get("max_audio_seconds")
+    return math.inf if value is None else float(value)
+
+
+def claims_long_input(manifest) -> bool:
+    return supported_seconds(manifest) > plain_limit_seconds(manifest)
+
+
+def attention_of(manifest) -> dict[str, Any]:
+    return dict((manifest.export.get("attention") or {}) if manifest is not None else {})
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The long clip
+
+
+def long_input_clip(manifest, clips: Sequence[Clip], sample_rate: int, seconds: float | None = None) -> Clip | None:
+    """Whole clips with 0.3 s pauses, repeated to at least `seconds` (default: 450 s, and at least 50 s beyond a
+    plain export's limit, within what the manifest claims). Its text is the clips' texts joined when all are known.
+    None when the manifest claims nothing beyond a plain export, or there is no audio."""
+    if not claims_long_input(manifest):
+        return None
+    usable = [c for c in clips if c.audio.size]
+    if not usable:
+        return None
+    floor = plain_limit_seconds(manifest)
+    target = float(seconds) if seconds else max(DEFAULT_LONG_SECONDS, floor + BEYOND_TABLE_SECONDS)
+    target = min(target, supported_seconds(manifest))
+    needed = math.ceil(target * sample_rate)
+    pause = np.zeros(int(PAUSE_SECONDS * sample_rate), dtype=np.float32)
+    pieces: list[np.ndarray] = []
+    texts: list[str | None] = []
+    total = 0
+    while total < needed:
+        for clip in usable:
+            audio = clip.audio if clip.sample_rate == sample_rate else _resample(clip, sample_rate)
+            pieces += [audio, pause]
+            texts.append(clip.text)
+            total += audio.size + pause.size
+            if total >= needed:
+                break
+    audio = np.ascontiguousarray(np.concatenate(pieces), dtype=np.float32)
+    text = " ".join(t.strip() for t in texts if t) if all(texts) else None
+    return Clip(name=f"long-input-{len(audio) / sample_rate:.0f}s", audio=audio, sample_rate=sample_rate, text=text)
+
+
+def _resample(clip: Clip, sample_rate: int) -> np.ndarray:
+    import soxr
+
+    return np.asarray(soxr.resample(clip.audio, clip.sample_rate, sample_rate, quality="HQ"), dtype=np.float32)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# NeMo references for exports whose attention was changed at conversion
+
+
+def reference_attention(manifest) -> tuple[str, list[int]] | None:
+    """(self_attention_model, att_context_size) NeMo must switch to for its reference to match the export; None
+    when the export runs the attention the checkpoint was trained with."""
+    attention = attention_of(manifest)
+    if not attention or attention.get("as_trained", True):
+        return None
+    context = attention.get("context") or [-1, -1]
+    return str(attention["self_attention_model"]), [int(c) for c in context]
+
+
+def apply_reference_attention(nemo_model: Any, manifest) -> bool:
+    """Switch a restored NeMo model to the export's attention (True), or leave it (False)."""
+    wanted = reference_attention(manifest)
+    if wanted is None:
+        return False
+    model_name, context = wanted
+    nemo_model.change_attention_model(self_attention_model=model_name, att_context_size=context)
+    nemo_model.eval()  # NeMo builds the new modules in training mode
+    return True
+
+
+def reference_key(checkpoint_sha256: str, manifest) -> str:
+    """The key of cached NeMo references: the checkpoint's sha256 as trained, another one per changed attention."""
+    wanted = reference_attention(manifest)
+    if wanted is None:
+        return checkpoint_sha256
+    tag = f"{checkpoint_sha256}:{wanted[0]}:{','.join(map(str, wanted[1]))}"
+    return hashlib.sha256(tag.encode()).hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The checks
+
+
+def check_long_input(clip: Clip | None, model, spec, reference=None, max_symbols: int | None = None,
+                     tolerance: float = 1e-3, threads: int = 2, memory_limit_bytes: int | None = None,
+                     graphs=None) -> CheckResult:
+    """The long_audio check for a model directory (validate.model_dir.ModelDir) and its contract spec.
+
+    reference: NeMo's validate.references.Reference for the clip, or None (graph level then skipped, noted)."""
+    from nemo2sherpa.validate.transcripts import corpus_wer
+
+    manifest = model.manifest
+    if clip is None:
+        return CheckResult.skipped("long_audio", f"the manifest claims no input beyond "
+                                                 f"{plain_limit_seconds(manifest):.0f} s")
+    check = CheckResult("long_audio")
+    claimed = supported_seconds(manifest)
+    check.details.update({
+        "utterance": clip.name,
+        "seconds": round(clip.seconds, 2),
+        "claimed_max_seconds": None if math.isinf(claimed) else claimed,
+        "attention": attention_of(manifest) or None,
+    })
+    variant = getattr(model, "variant", "fp32")
+    if reference is not None and variant != "fp32":
+        check.details["graph"] = None
+        check.details["note"] = (f"{variant} graphs are compared with fp32 by the precision check; here only "
+                                 "sherpa-onnx's decode is judged")
+    elif reference is not None:
+        from nemo2sherpa.validate import fidelity
+        from nemo2sherpa.validate.greedy import GraphTransducer
+
+        graphs = graphs or GraphTransducer(model.encoder, model.decoder, model.joiner, vocab_size=spec.vocab_size,
+                                           durations=spec.durations, pred_rnn_layers=spec.pred_rnn_layers,
+                                           pred_hidden=spec.pred_hidden, threads=threads)
+        result = fidelity.compare_clip(clip, reference, graphs, max_symbols or spec.max_symbols or
+                                       fidelity.DEFAULT_MAX_SYMBOLS, tolerance)
+        check.details["graph"] = {"encoder_max_abs_diff": result.encoder_max_abs_diff,
+                                  "tokens_equal_nemo": result.tokens_equal, "nemo_tokens": len(reference.tokens)}
+        if result.graph:
+            check.fail(f"{clip.name}: {result.graph}: {result.detail}")
+    else:
+        check.details["graph"] = None
+        check.details["note"] = "no NeMo reference: the graph-level comparison was skipped"
+
+    decoded = decode_in_child(model.encoder, model.decoder, model.joiner, model.tokens, clip.audio,
+                              clip.sample_rate, threads=threads, feature_dim=spec.feat_dim,
+                              memory_limit_bytes=memory_limit_bytes)
+    minutes = clip.seconds / 60.0
+    sherpa: dict[str, Any] = {"ok": decoded.ok, "error": decoded.error,
+                              "peak_rss_gb": _gb(decoded.peak_rss_bytes)}
+    if decoded.ok:
+        sherpa.update(
+            decode_seconds=decoded.decode_seconds,
+            decode_seconds_per_minute=round(decoded.decode_seconds / minutes, 3) if decoded.decode_seconds else None,
+            words=len(decoded.text.split()),
+            wer_vs_nemo_percent=corpus_wer([reference.text], [decoded.text]) if reference is not None else None,
+            wer_vs_truth_percent=corpus_wer([clip.text], [decoded.text], normalize=True) if clip.text else None,
+            text_head=" ".join(decoded.text.split()[:30]),
+        )
+    else:
+        check.fail(f"sherpa-onnx could not decode the {clip.seconds:.0f} s input: {decoded.error}")
+    check.details["sherpa_onnx"] = sherpa
+    return check
+
+
+def compare_exports(this_dir: Path, other_dir: Path, clips: Sequence[Clip], threads: int = 2,
+                    feature_dim: int = 80, max_seconds: float | None = None) -> CheckResult:
+    """The "attention" comparison: sherpa-onnx transcripts of this export against another export of the same
+    checkpoint, on the clips both claim to run (reported, not judged; it fails only when one cannot run)."""
+    from nemo2sherpa.manifest import read_manifest
+    from nemo2sherpa.validate.model_dir import open_model_dir
+    from nemo2sherpa.validate.sherpa_worker import SherpaRequest, run_sherpa
+    from nemo2sherpa.validate.transcripts import corpus_wer, same_text
+
+    check = CheckResult("attention")
+    dirs = {"this": open_model_dir(this_dir), "other": open_model_dir(other_dir)}
+    limit = min(supported_seconds(read_manifest(this_dir)), supported_seconds(read_manifest(other_dir)))
+    if max_seconds is not None:
+        limit = min(limit, max_seconds)
+    both = [c for c in clips if c.seconds <= limit]
+    skipped = [c.name for c in clips if c.seconds > limit]
+    check.details.update({"this": attention_of(dirs["this"].manifest) or None,
+                          "other": attention_of(dirs["other"].manifest) or None,
+                          "other_directory": Path(other_dir).name, "clips_skipped_too_long": skipped})
+    if not both:
+        check.reason = "no clip both exports can run"
+        return check
+    texts: dict[str, dict[str, str]] = {}
+    for key, directory in dirs.items():
+        sample_rate = both[0].sample_rate
+        request = SherpaRequest(encoder=str(directory.encoder), decoder=str(directory.decoder),
+                                joiner=str(directory.joiner), tokens=str(directory.tokens), threads=threads,
+                                sample_rate=sample_rate, feature_dim=feature_dim,
+                                transcribe=[c.name for c in both])
+        run = run_sherpa(request, {c.name: c for c in both})
+        if not run.ok:
+            check.fail(f"sherpa-onnx could not run the {key} export ({directory.directory.name}): {run.error}")
+            return check
+        texts[key] = {name: entry["text"] for name, entry in run.transcripts.items()}
+    groups = {"short": [c for c in both if c.seconds <= plain_limit_seconds(None)],
+              "long": [c for c in both if c.seconds > plain_limit_seconds(None)]}
+    for group, members in groups.items():
+        if not members:
+            continue
+        other = [texts["other"][c.name] for c in members]
+        this = [texts["this"][c.name] for c in members]
+        check.details[group] = {
+            "utterances": len(members),
+            "seconds": round(sum(c.seconds for c in members), 1),
+            "wer_vs_other_percent": corpus_wer(other, this),
+            "exact_match_rate": round(sum(same_text(a, b) for a, b in zip(other, this)) / len(members), 4),
+        }
+        truth = [c for c in members if c.text]
+        if truth:
+            check.details[group]["wer_vs_truth_percent"] = {
+                key: corpus_wer([c.text or "" for c in truth], [texts[key][c.name] for c in truth], normalize=True)
+                for key in texts}
+    return check
+
+
+def markdown_lines(checks: Mapping[str, Any]) -> list[str]:
+    """Report sections for the long_audio and attention checks (report.json dicts), for report.md."""
+    lines: list[str] = []
+    long = checks.get("long_audio") or {}
+    if long.get("status") in ("passed", "failed"):
+        attention = long.get("attention") or {}
+        kind = attention.get("kind", "?") + (f" {attention['context']}" if attention.get("context") else "")
+        graph = long.get("graph") or {}
+        sherpa = long.get("sherpa_onnx") or {}
+        claimed = long.get("claimed_max_seconds")
+        limit = "none in the graph" if claimed is None else f"{claimed:.0f} s"
+        header = ("| encoder max abs diff | token ids equal to NeMo | sherpa-onnx decode s | s per minute | "
+                  "peak RSS GB | WER vs NeMo | WER vs reference text |")
+        lines += [f"## Long input ({long['seconds']:.0f} s, {kind} attention, claimed maximum {limit})", "",
+                  header, "|---|---|---|---|---|---|---|",
+                  "| " + " | ".join([
+                      _cell(graph.get("encoder_max_abs_diff")), _cell(graph.get("tokens_equal_nemo")),
+                      _cell(sherpa.get("decode_seconds")), _cell(sherpa.get("decode_seconds_per_minute")),
+                      _cell(sherpa.get("peak_rss_gb")), _cell(sherpa.get("wer_vs_nemo_percent"), "%"),
+                      _cell(sherpa.get("wer_vs_truth_percent"), "%")]) + " |", ""]
+    compared = checks.get("attention") or {}
+    if compared.get("status") in ("passed", "failed") and (compared.get("short") or compared.get("long")):
+        lines += [f"## Against `{compared.get('other_directory')}` (same audio, sherpa-onnx on both)", "",
+                  "| audio | utterances | seconds | WER vs the other export | exact match |", "|---|---|---|---|---|"]
+        for group in ("short", "long"):
+            figures = compared.get(group)
+            if figures:
+                lines.append(f"| {group} | {figures['utterances']} | {figures['seconds']} | "
+                             f"{_cell(figures['wer_vs_other_percent'], '%')} | {_cell(figures['exact_match_rate'])} |")
+        lines.append("")
+    return lines
+
+
+def _cell(value: Any, unit: str = "") -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "NO"
+    if isinstance(value, float):
+        return f"{value:.3g}{unit}"
+    return f"{value}{unit}"
+
+
+def _gb(value: int | None) -> float | None:
+    return None if value is None else round(value / 1e9, 3)
