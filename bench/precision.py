@@ -6,6 +6,9 @@
       sherpa-onnx decode time per audio length (median after a warm-up), fixture speech tiled to length
   python bench/precision.py encoder DIR --precision int8 [--lengths 2,30] [--repeats 3]
       the encoder alone through onnxruntime (CPU): decode time without the token loop
+  python bench/precision.py compare DIR --precision int8 [--rounds 3] [--lengths 2,30] [--repeats 3] [--json F]
+      fp32 and the variant side by side in one run: `decode` and `encoder` for each, in fresh processes, the
+      order alternating per round; prints the medians over rounds and the speed-up
   python bench/precision.py wer DIR --precision int8 [--dataset JSONL]
       sherpa-onnx transcripts of a test set (default: the bundled tiny-tdt-en), WER vs truth and vs fp32
   python bench/precision.py fp16-cause DIR
@@ -170,6 +173,53 @@ def cmd_wer(args) -> None:
     }))
 
 
+def _fresh_process(command: str, directory: str, precision: str, args) -> dict:
+    import subprocess
+
+    done = subprocess.run([sys.executable, __file__, command, directory, "--precision", precision, "--lengths",
+                           args.lengths, "--repeats", str(args.repeats), "--threads", str(args.threads)],
+                          capture_output=True, text=True, check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def cmd_compare(args) -> None:
+    """fp32 (the baseline) and the variant in one run, each measurement in a fresh process, alternating."""
+    runs: dict[str, dict[str, list[dict]]] = {"fp32": {"decode": [], "encoder": []},
+                                              args.precision: {"decode": [], "encoder": []}}
+    for round_index in range(args.rounds):
+        order = ["fp32", args.precision] if round_index % 2 == 0 else [args.precision, "fp32"]
+        for precision in order:
+            for command in ("decode", "encoder"):
+                runs[precision][command].append(_fresh_process(command, args.dir, precision, args))
+                print(f"round {round_index + 1} {precision} {command} done", file=sys.stderr, flush=True)
+    lengths = [f"{float(x):g}s" for x in args.lengths.split(",")]
+    summary: dict = {"precision": args.precision, "rounds": args.rounds, "repeats": args.repeats,
+                     "threads": args.threads, "load_average": os.getloadavg(), "rows": []}
+    for length in lengths:
+        for command, key in (("decode", "decode"), ("encoder", "run")):
+            medians = {p: statistics.median(r[key][length]["median"] for r in runs[p][command]) for p in runs}
+            cpu = {p: statistics.median(r[key][length]["cpu_seconds_median"] for r in runs[p][command])
+                   for p in runs}
+            row = {"what": "sherpa-onnx decode" if command == "decode" else "encoder alone (onnxruntime)",
+                   "audio": length, "fp32_seconds": round(medians["fp32"], 3),
+                   f"{args.precision}_seconds": round(medians[args.precision], 3),
+                   "speedup": round(medians["fp32"] / medians[args.precision], 2),
+                   "cpu_seconds": {p: round(v, 3) for p, v in cpu.items()}}
+            if command == "decode":
+                row["tokens"] = {p: runs[p]["decode"][0]["tokens"][length] for p in runs}
+            summary["rows"].append(row)
+    summary["load_seconds"] = {p: statistics.median(r["load_seconds"] for r in runs[p]["decode"]) for p in runs}
+    summary["peak_rss_gb"] = {p: max(r["peak_rss_gb"] for r in runs[p]["decode"]) for p in runs}
+    print(f"{'what':30} {'audio':>6} {'fp32 s':>8} {args.precision + ' s':>8} {'speed-up':>9}")
+    for row in summary["rows"]:
+        print(f"{row['what']:30} {row['audio']:>6} {row['fp32_seconds']:8.3f} "
+              f"{row[args.precision + '_seconds']:8.3f} {row['speedup']:8.2f}x")
+    print(f"load s {summary['load_seconds']}, peak RSS GB {summary['peak_rss_gb']}, "
+          f"load average {summary['load_average']}")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"summary": summary, "runs": runs}, indent=2))
+
+
 def cmd_fp16_cause(args) -> None:
     import onnx
     import onnxruntime as ort
@@ -247,6 +297,14 @@ def main(argv: list[str]) -> None:
     p.add_argument("--lengths", default="2,30")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=2)
+    p = sub.add_parser("compare")
+    p.add_argument("dir")
+    p.add_argument("--precision", required=True)
+    p.add_argument("--lengths", default="2,30")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--json", default=None)
     p = sub.add_parser("wer")
     p.add_argument("dir")
     p.add_argument("--precision", required=True)
@@ -256,7 +314,7 @@ def main(argv: list[str]) -> None:
     p.add_argument("dir", help="a float32 model directory")
     args = parser.parse_args(argv)
     commands = {"variant": cmd_variant, "decode": cmd_decode, "encoder": cmd_encoder, "wer": cmd_wer,
-                "fp16-cause": cmd_fp16_cause}
+                "compare": cmd_compare, "fp16-cause": cmd_fp16_cause}
     commands[args.command](args)
 
 

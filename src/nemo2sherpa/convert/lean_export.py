@@ -23,6 +23,8 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from nemo2sherpa.memory import release_free_memory
+
 
 @dataclass
 class ExportedGraph:
@@ -64,6 +66,7 @@ def pretranspose_linears(module: Any) -> int:
         parent_path, _, name = path.rpartition(".")
         parent = module.get_submodule(parent_path) if parent_path else module
         setattr(parent, name, matmul_linear(getattr(parent, name)))  # the old Linear and its weight are freed here
+        release_free_memory()  # and returned to the system now, not after the whole model was copied once more
     return len(paths)
 
 

@@ -9,6 +9,7 @@ import importlib
 import inspect
 import logging
 import os
+import threading
 import warnings
 from pathlib import Path, PurePosixPath
 from typing import Any, Iterator, Mapping
@@ -117,11 +118,14 @@ def check_resolved_targets(config: Any, where: str = "") -> None:
             check_resolved_targets(value, f"{where}[{index}]")
 
 
+NEMO_ASR_MODELS = "nemo.collections.asr.models"
+
+
 def model_class(config: dict[str, Any]) -> type:
     """The NeMo ASR model class the config names, imported and checked to be NeMo's own."""
     target = str(config.get("target", ""))
     module_name, _, class_name = target.rpartition(".")
-    if not module_name.startswith("nemo.collections.asr.models"):
+    if not module_name.startswith(NEMO_ASR_MODELS):
         raise UserError(f"model class {target!r} is not a NeMo ASR model")
     try:
         cls = getattr(importlib.import_module(module_name), class_name)
@@ -188,7 +192,15 @@ def tokenizer_pieces(config: dict[str, Any], source: Path) -> list[str]:
 def load_from_archive(archive: NemoArchive, config: dict[str, Any], workdir: Path):
     """The checkpoint's model with its trained weights, loaded with torch.load(weights_only=True).
 
-    `config` must come from localise_tokenizer()."""
+    `config` must come from localise_tokenizer(). NeMo's ASR collection is imported on a second thread while this one
+    reads the tensors: the import is about 5 s of Python, the read is I/O and memory copies, and they overlap. The
+    tensors are read here, not there, so that they land in the main heap (see memory.py)."""
+    importing = _import_in_background(NEMO_ASR_MODELS)
+    try:
+        with archive.open_weights(workdir) as stream:
+            state = _load_tensors(stream, archive.path)
+    finally:
+        importing.join()  # also on failure: never leave the interpreter to shut down in the middle of an import
     try:
         model = instantiate(config, initialise=False)
     except UserError as exc:
@@ -196,8 +208,6 @@ def load_from_archive(archive: NemoArchive, config: dict[str, Any], workdir: Pat
     except Exception as exc:  # noqa: BLE001 - NeMo's own refusal of a config it cannot build (bad values, types)
         raise UserError.about(archive.path, f"NeMo cannot build the model its model_config.yaml describes "
                                             f"({type(exc).__name__}: {_first_line(exc)})") from None
-    with archive.open_weights(workdir) as stream:
-        state = _load_tensors(stream, archive.path)
     if isinstance(state, Mapping) and "state_dict" in state and isinstance(state["state_dict"], Mapping):
         state = state["state_dict"]  # a Lightning checkpoint saved inside the archive
     if not isinstance(state, Mapping):
@@ -211,6 +221,18 @@ def load_from_archive(archive: NemoArchive, config: dict[str, Any], workdir: Pat
     del state
     model.eval()
     return model
+
+
+def _import_in_background(module: str) -> threading.Thread:
+    """Import `module` on a daemon thread; a failure is left to the caller's own import, which reports it."""
+
+    def run() -> None:
+        with contextlib.suppress(Exception):
+            importlib.import_module(module)
+
+    thread = threading.Thread(target=run, name=f"import {module}", daemon=True)
+    thread.start()
+    return thread
 
 
 def _load_tensors(stream, source: Path) -> Any:

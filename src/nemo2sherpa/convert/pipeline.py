@@ -20,6 +20,7 @@ from nemo2sherpa.convert.model_config import facts_from_config, parse_config
 from nemo2sherpa.convert.nemo_config import nemo_model_config
 from nemo2sherpa.convert.onnx_files import DEFAULT_EXTERNAL_THRESHOLD, write_graph
 from nemo2sherpa.convert.optimize import optimize_encoder
+from nemo2sherpa.memory import release_free_memory
 from nemo2sherpa.convert.sources import ResolvedSource, resolve_source
 from nemo2sherpa.convert.variants import write_variants
 from nemo2sherpa.errors import UserError
@@ -103,6 +104,7 @@ def convert(options: ConvertOptions, progress: Progress | None = None) -> Conver
             _remove_tree(scratch)
         loaded.model = None  # the captured weights were the model's own tensors: free them all now
         gc.collect()
+        release_free_memory()
 
         from nemo2sherpa.convert.selfcheck import check_probes
 
