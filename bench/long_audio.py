@@ -35,6 +35,8 @@ from pathlib import Path
 
 import numpy as np
 
+from nemo2sherpa.validate.pipeline import cpu_name
+
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 RAM_BUDGETS_GB = (8, 16, 24, 32, 64, 128)
 
@@ -186,22 +188,12 @@ def main() -> None:
     args = parser.parse_args()
     args.minutes = [float(m) for m in args.minutes.split(",") if m]
     args.full_seconds = [float(s) for s in args.full_seconds.split(",") if s]
-    results = {"cpu": _cpu(), "cores": os.cpu_count(), "threads": args.threads,
+    results = {"cpu": cpu_name(), "cores": os.cpu_count(), "threads": args.threads,
                "memory_limit_gb": args.memory_limit_gb, "platform": platform.platform(),
                "models": [bench_model(m, args) for m in args.models]}
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1) + "\n")
     print(json.dumps(results, indent=1))
-
-
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 if __name__ == "__main__":

@@ -40,13 +40,16 @@ class Probe:
     outputs: list[np.ndarray]
 
 
-def export_graphs(model: Any, scratch: Path, on_graph: Callable[[str], Any] | None = None) -> dict[str, ExportedGraph]:
-    """Export encoder, decoder and joiner, each with its weights held for write_graph (see lean_export)."""
+def export_graphs(model: Any, scratch: Path, on_graph: Callable[[str], Any] | None = None,
+                  graphs: tuple[str, ...] = tuple(GRAPH_MODULES)) -> dict[str, ExportedGraph]:
+    """Export the named graphs (default: encoder, decoder and joiner), each with its weights held for write_graph
+    (see lean_export)."""
     import torch
 
     exported = {}
     with quiet_nemo(), torch.no_grad():
-        for graph, attribute in GRAPH_MODULES.items():
+        for graph in graphs:
+            attribute = GRAPH_MODULES[graph]
             module = getattr(model, attribute)
             folder = scratch / graph
             folder.mkdir(parents=True, exist_ok=True)

@@ -62,6 +62,7 @@ class _Loaded:
     facts: ModelFacts
     pieces: list[str]
     checkpoint: dict[str, Any]
+    hash_path: Path | None = None  # the checkpoint whose sha256 the manifest records
 
 
 def convert(options: ConvertOptions, progress: Progress | None = None) -> ConvertResult:
@@ -77,31 +78,9 @@ def convert(options: ConvertOptions, progress: Progress | None = None) -> Conver
         prep = prepare_encoder(loaded.model, loaded.facts, options.attention, resolved.path)
         facts = prep.facts
 
-        from nemo2sherpa.convert.export import export_graphs, make_probes
-
-        exported = export_graphs(loaded.model, scratch / "export", on_graph=lambda g: progress.stage(f"export {g}"))
-        with progress.stage("probe PyTorch outputs"):
-            probes = make_probes(loaded.model, prep.probe_frames)
-        optimizations: dict[str, Any] = {"optimizations": []}
-        if options.optimize:
-            with progress.stage("optimize encoder graph"):
-                exported["encoder"], optimizations = optimize_encoder(exported["encoder"])
-
-        with progress.stage("write model directory"):
-            metadata = sherpa_metadata(facts, resolved.url, _comment(facts, options.random_weights))
-            graph_files, hashes = {}, {}
-            weights_source = "captured from the exporter" if all(g.tensors for g in exported.values()) \
-                else "the exporter's files"
-            for graph, name in FP32.graph_files().items():
-                written = write_graph(
-                    exported.pop(graph), partial / name,
-                    metadata=metadata if graph == "encoder" else None,
-                    external_threshold=options.external_threshold,
-                )
-                graph_files[graph] = written.files[0]
-                hashes.update(written.sha256)
-            write_tokens(partial / TOKENS, loaded.pieces)
-            _remove_tree(scratch)
+        metadata = sherpa_metadata(facts, resolved.url, _comment(facts, options.random_weights))
+        graph_files, hashes, probes, optimizations, weights_source = _export_and_write(
+            loaded, prep, metadata, options, partial, scratch, progress)
         loaded.model = None  # the captured weights were the model's own tensors: free them all now
         gc.collect()
         release_free_memory()
@@ -144,6 +123,47 @@ def convert(options: ConvertOptions, progress: Progress | None = None) -> Conver
     return ConvertResult(output=Path(options.output), manifest=manifest)
 
 
+def _export_and_write(loaded: _Loaded, prep, metadata: dict[str, str], options: ConvertOptions, partial: Path,
+                      scratch: Path, progress: Progress):
+    """Export and write the three graphs and tokens.txt; returns (graph files, sha256 of what was written, PyTorch
+    probes, what the optimiser did, where the weights were written from).
+
+    The encoder goes first and its weights are written (bound by the disk: 4.3 GB take 8-10 s on an ordinary disk)
+    while the CPU exports the decoder and joiner and computes the PyTorch probes; the checkpoint's sha256 is computed
+    then too, where it does not compete with loading. The modules' weights are only read on both sides."""
+    from nemo2sherpa.convert.export import export_graphs, make_probes
+
+    on_graph = lambda graph: progress.stage(f"export {graph}")  # noqa: E731
+    encoder = export_graphs(loaded.model, scratch / "export", on_graph, graphs=("encoder",))["encoder"]
+    optimizations: dict[str, Any] = {"optimizations": []}
+    if options.optimize:
+        with progress.stage("optimize encoder graph"):
+            encoder, optimizations = optimize_encoder(encoder)
+    captured = [bool(encoder.tensors)]
+    with ThreadPoolExecutor(max_workers=2) as background:
+        checkpoint_hash = background.submit(sha256_file, loaded.hash_path) if loaded.hash_path else None
+        writing = background.submit(write_graph, encoder, partial / FP32.encoder, metadata=metadata,
+                                    external_threshold=options.external_threshold)
+        del encoder
+        others = export_graphs(loaded.model, scratch / "export", on_graph, graphs=("decoder", "joiner"))
+        captured += [bool(graph.tensors) for graph in others.values()]
+        with progress.stage("probe PyTorch outputs"):
+            probes = make_probes(loaded.model, prep.probe_frames)
+        with progress.stage("write model directory"):
+            written = {"encoder": writing.result()}
+            for graph in ("decoder", "joiner"):
+                written[graph] = write_graph(others.pop(graph), partial / FP32.graph_files()[graph],
+                                             external_threshold=options.external_threshold)
+            write_tokens(partial / TOKENS, loaded.pieces)
+            _remove_tree(scratch)
+            if checkpoint_hash is not None:
+                loaded.checkpoint["sha256"] = checkpoint_hash.result()
+    graph_files = {graph: result.files[0] for graph, result in written.items()}
+    hashes = {name: digest for result in written.values() for name, digest in result.sha256.items()}
+    weights_source = "captured from the exporter" if all(captured) else "the exporter's files"
+    return graph_files, hashes, probes, optimizations, weights_source
+
+
 def _resolve(options: ConvertOptions) -> ResolvedSource:
     if options.random_weights:
         from nemo2sherpa.recipes import find_recipe, recipe_for_repo
@@ -178,15 +198,12 @@ def _checkpoint(resolved: ResolvedSource, scratch: Path, progress: Progress) -> 
         if len(pieces) != facts.vocab_size:
             raise UserError.about(path, f"its tokenizer has {len(pieces)} tokens but the model expects "
                                         f"{facts.vocab_size}")
-    # Hash the checkpoint on a second core while the weights load: hashlib releases the GIL on large reads.
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        digest = pool.submit(sha256_file, path)
-        with progress.stage("load weights"), NemoArchive(path) as archive:
-            model = load_from_archive(archive, local_config, scratch)
-        with progress.stage("hash checkpoint"):
-            checkpoint = {**resolved.provenance, "sha256": digest.result(), "size": path.stat().st_size}
+    with progress.stage("load weights"), NemoArchive(path) as archive:
+        model = load_from_archive(archive, local_config, scratch)
+    # its sha256 is computed later, beside the disk-bound write (see _export_and_write)
+    checkpoint = {**resolved.provenance, "sha256": None, "size": path.stat().st_size}
     facts = dataclasses.replace(facts, parameters=_parameter_count(model))
-    return _Loaded(model=model, facts=facts, pieces=pieces, checkpoint=checkpoint)
+    return _Loaded(model=model, facts=facts, pieces=pieces, checkpoint=checkpoint, hash_path=path)
 
 
 def _random(resolved: ResolvedSource, scratch: Path, seed: int, progress: Progress) -> _Loaded:

@@ -361,11 +361,11 @@ def _environment(options) -> dict[str, Any]:
             versions[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:
             pass
-    return {"platform": platform.platform(), "cpu": _cpu_name(), "cores": os.cpu_count(),
+    return {"platform": platform.platform(), "cpu": cpu_name(), "cores": os.cpu_count(),
             "gpu": _gpu_info() if "cuda" in options.providers else None, "versions": versions}
 
 
-def _cpu_name() -> str:
+def cpu_name() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
