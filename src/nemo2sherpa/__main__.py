@@ -1,6 +1,6 @@
 """`python -m nemo2sherpa` is the same program as the `nemo2sherpa` console script."""
 
-from nemo2sherpa.cli import main
+from nemo2sherpa.cli import console_main
 
 if __name__ == "__main__":
-    main()
+    console_main()
