@@ -198,3 +198,10 @@ def test_audio_of_any_rate_and_channels_is_accepted_and_bad_audio_named(fixture_
     sf.write(str(tmp_path / "silent.wav"), np.zeros(0, dtype=np.float32), 16000)
     ran = run_cli(["validate", fixture_dir, "--audio", tmp_path / "silent.wav", "--no-speed", "-q"], capsys)
     assert_one_line_error(ran, "silent.wav", "holds no audio samples")
+
+
+def test_compare_with_something_that_is_not_a_directory_is_one_line(fixture_dir, tmp_path, capsys):
+    missing = tmp_path / "no-such-export"
+    ran = run_cli(["validate", fixture_dir, "--compare-with", missing, "--report-dir", tmp_path / "r", "-q"], capsys)
+    assert_one_line_error(ran, str(missing), "--compare-with needs a model directory")
+    assert not (tmp_path / "r").exists()  # refused before anything ran

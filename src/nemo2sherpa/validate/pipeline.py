@@ -61,6 +61,8 @@ def validate(options: ValidateOptions, progress: Progress | None = None) -> Vali
     for provider in options.providers:
         if provider not in PROVIDERS:
             raise UserError(f"unknown provider {provider!r}; use cpu, cuda or both (cpu,cuda)")
+    if options.compare_with is not None and not options.compare_with.is_dir():
+        raise UserError.about(options.compare_with, "--compare-with needs a model directory")
     model = open_model_dir(options.directory, options.variant)
     report_dir = options.report_dir or model.directory / "validation"
     checks: dict[str, CheckResult] = {}
@@ -71,8 +73,6 @@ def validate(options: ValidateOptions, progress: Progress | None = None) -> Vali
     sample_rate = model.manifest.model.sample_rate if model.manifest else 16000
     with progress.stage("load audio"):
         clips, audio_source = _clips(options, model, sample_rate)
-    if options.compare_with is not None and not options.compare_with.is_dir():
-        raise UserError.about(options.compare_with, "--compare-with needs a model directory")
     long_clip = long_input_clip(model.manifest, clips, sample_rate) if options.long_audio and spec else None
 
     if spec is None:
