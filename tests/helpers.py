@@ -53,3 +53,17 @@ def metadata(path: Path) -> dict[str, str]:
 def leftovers(parent: Path, name: str) -> list[Path]:
     """Anything a conversion into parent/name left behind besides the target itself."""
     return sorted(p for p in parent.iterdir() if p.name.startswith(f".{name}"))
+
+
+def dead_bytes(weights: Path, tensors: list) -> int:
+    """Bytes of an external-data file that no tensor refers to, beyond the page-alignment padding before each."""
+    from nemo2sherpa.convert.weights_file import ALIGNMENT
+
+    spans = sorted((int(entry.get("offset", 0)), int(entry["length"])) for entry in
+                   ({e.key: e.value for e in t.external_data} for t in tensors if t.external_data))
+    dead, end = 0, 0
+    for offset, length in spans:
+        assert offset >= end, f"{weights.name}: tensors overlap at {offset}"
+        dead += max(0, offset - end - (-end % ALIGNMENT))
+        end = offset + length
+    return dead + weights.stat().st_size - end

@@ -109,3 +109,22 @@ def test_sherpa_onnx_loads_and_decodes(converted, checkpoints, signal, kind):
     assert all(0 <= i < arch.vocab_size for i in token_ids(result.tokens, pieces))
     assert result.timestamps == sorted(result.timestamps)
     assert max(result.timestamps) < len(signal) / 16000
+
+
+def test_vocabulary_lists_left_out_of_the_config_are_rebuilt_by_nemo(checkpoints, tmp_path):
+    """loading drops the saved token lists before NeMo builds the model (they cost seconds of copying for an
+    8192-token vocabulary); NeMo's constructor must put them back from the tokenizer, identical."""
+    from nemo2sherpa.convert.archive import CONFIG_NAME, NemoArchive
+    from nemo2sherpa.convert.loading import load_from_archive, localise_tokenizer, tokenizer_pieces
+    from nemo2sherpa.convert.model_config import parse_config
+
+    path = checkpoints["hybrid-tdt-80"].checkpoint
+    with NemoArchive(path) as archive:
+        config = localise_tokenizer(archive, parse_config(archive.read_text(CONFIG_NAME), path), tmp_path)
+    saved = list(config["labels"])
+    assert saved and list(config["joint"]["vocabulary"]) == saved  # what was left out, so the test means something
+    with NemoArchive(path) as archive:
+        model = load_from_archive(archive, config, tmp_path)
+    assert list(model.cfg.labels) == saved == tokenizer_pieces(config, path)
+    assert list(model.cfg.joint.vocabulary) == saved
+    assert list(model.cfg.aux_ctc.decoder.vocabulary) == saved

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import assert_one_line_error, run_process
+from helpers import assert_one_line_error, dead_bytes, run_process
 
 from nemo2sherpa.manifest import read_manifest
 
@@ -89,7 +89,12 @@ def test_large_graphs_keep_all_weights_in_one_external_file(checkpoints, convert
     constants = [a.t for n in graph.graph.node for a in n.attribute if a.type == onnx.AttributeProto.TENSOR]
     tensors = [*graph.graph.initializer, *constants]
     assert [t.name for t in tensors if not uses_external_data(t) and len(t.raw_data) >= 1024] == []
-    assert read_manifest(external).export["external_data"]["encoder"] == "encoder.weights"
+    export = read_manifest(external).export
+    assert export["external_data"]["encoder"] == "encoder.weights"
+    # the linear weights went to disk while the encoder was exported (weights_ahead), and every byte of the file
+    # belongs to a tensor of the graph but for alignment padding: nothing written ahead was left dead
+    assert export["encoder_weights_bytes_written_during_export"] > 0.5 * (external / "encoder.weights").stat().st_size
+    assert dead_bytes(external / "encoder.weights", tensors) == 0
 
     arch = checkpoints["tdt-80"].architecture
     features = np.random.default_rng(0).standard_normal((arch.mels, 300)).astype(np.float32)

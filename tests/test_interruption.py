@@ -421,12 +421,14 @@ def mounted_tmpfs(where: Path, size: str, read_only: bool = False):
 
 
 @pytest.mark.nemo
-@pytest.mark.parametrize("fraction", [0.0, 0.5, 0.95])
-def test_a_full_disk_is_one_line_and_leaves_nothing(checkpoint, output_size, tmp_path, capsys, fraction):
-    """Filesystems smaller than the result run out at different stages (tokenizer files, export, the graphs)."""
+@pytest.mark.parametrize("fraction, external", [(0.0, False), (0.5, False), (0.95, False), (0.5, True)])
+def test_a_full_disk_is_one_line_and_leaves_nothing(checkpoint, output_size, tmp_path, capsys, fraction, external):
+    """Filesystems smaller than the result run out at different stages (tokenizer files, export, the graphs; with
+    external data, in the thread that writes the encoder's weights during its export)."""
     size = f"{max(64 * 1024, int(output_size * fraction)) // 1024}k"
+    layout = ["--external-data-above", "0"] if external else []
     with mounted_tmpfs(tmp_path / "small", size) as small:
-        ran = run_cli(["convert", checkpoint, "-o", small / "out", "-q"], capsys)
+        ran = run_cli(["convert", checkpoint, "-o", small / "out", "-q", *layout], capsys)
         assert_one_line_error(ran, str(small / "out"), "no space left on the device", "nothing was kept")
         assert list(small.iterdir()) == []
     with mounted_tmpfs(tmp_path / "large", "64m") as large:

@@ -11,7 +11,8 @@ from onnx import TensorProto, helper, numpy_helper
 from onnx.external_data_helper import uses_external_data
 
 from nemo2sherpa.convert.lean_export import ExportedGraph
-from nemo2sherpa.convert.onnx_files import ALIGNMENT, write_graph
+from nemo2sherpa.convert.onnx_files import write_graph
+from nemo2sherpa.convert.weights_file import ALIGNMENT
 
 
 def _graph_with_a_large_constant(tmp_path) -> tuple[ExportedGraph, np.ndarray, np.ndarray, np.ndarray]:
@@ -66,3 +67,77 @@ def test_below_the_threshold_everything_is_inline(tmp_path):
     x = np.ones((16, 64), dtype=np.float32)
     session = ort.InferenceSession(str(tmp_path / "joiner.onnx"), providers=["CPUExecutionProvider"])
     np.testing.assert_allclose(session.run(None, {"x": x})[0], x @ weight + constant + table, rtol=1e-5, atol=1e-5)
+
+
+def _run(path, x):
+    import onnxruntime as ort
+
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+
+
+def test_weights_written_ahead_are_referenced_where_they_lie(tmp_path):
+    """The captured array was written before write_graph ran: the graph points at it, the rest is appended."""
+    from nemo2sherpa.convert.weights_ahead import WeightsAhead
+    from helpers import dead_bytes
+
+    exported, weight, constant, table = _graph_with_a_large_constant(tmp_path)
+    ahead = WeightsAhead(tmp_path / "encoder.weights")
+    ahead.add(weight)
+    written = write_graph(exported, tmp_path / "encoder.onnx", external_threshold=0, ahead=ahead)
+    assert written.written_ahead == weight.nbytes
+    data = (tmp_path / "encoder.weights").read_bytes()
+    assert written.sha256["encoder.weights"] == hashlib.sha256(data).hexdigest()
+    model = onnx.load(str(tmp_path / "encoder.onnx"), load_external_data=False)
+    w = next(t for t in model.graph.initializer if t.name == "w")
+    assert {e.key: e.value for e in w.external_data}.get("offset", "0") == "0"  # first in the file: written ahead
+    constants = [a.t for n in model.graph.node for a in n.attribute if a.type == onnx.AttributeProto.TENSOR]
+    assert dead_bytes(tmp_path / "encoder.weights", [*model.graph.initializer, *constants]) == 0
+    x = np.random.default_rng(1).standard_normal((16, 64)).astype(np.float32)
+    np.testing.assert_allclose(_run(tmp_path / "encoder.onnx", x), x @ weight + constant + table, rtol=1e-5, atol=1e-5)
+
+
+def test_a_weight_written_ahead_that_the_graph_lost_makes_the_file_be_written_anew(tmp_path):
+    """The exporter may fold or merge a queued weight: the file must not keep its dead bytes."""
+    from nemo2sherpa.convert.weights_ahead import WeightsAhead
+    from helpers import dead_bytes
+
+    exported, weight, constant, table = _graph_with_a_large_constant(tmp_path)
+    ahead = WeightsAhead(tmp_path / "encoder.weights")
+    ahead.add(np.ones((256, 256), dtype=np.float32))  # 256 KiB no tensor of the graph is
+    ahead.add(weight)
+    written = write_graph(exported, tmp_path / "encoder.onnx", external_threshold=0, ahead=ahead)
+    assert written.written_ahead == 0
+    size = (tmp_path / "encoder.weights").stat().st_size
+    assert size < 256 * 1024
+    model = onnx.load(str(tmp_path / "encoder.onnx"), load_external_data=False)
+    constants = [a.t for n in model.graph.node for a in n.attribute if a.type == onnx.AttributeProto.TENSOR]
+    assert dead_bytes(tmp_path / "encoder.weights", [*model.graph.initializer, *constants]) == 0
+    assert written.sha256["encoder.weights"] == hashlib.sha256((tmp_path / "encoder.weights").read_bytes()).hexdigest()
+    x = np.random.default_rng(2).standard_normal((16, 64)).astype(np.float32)
+    np.testing.assert_allclose(_run(tmp_path / "encoder.onnx", x), x @ weight + constant + table, rtol=1e-5, atol=1e-5)
+
+
+def test_cancelled_weights_ahead_leave_no_file(tmp_path):
+    from nemo2sherpa.convert.weights_ahead import WeightsAhead
+
+    ahead = WeightsAhead(tmp_path / "encoder.weights")
+    for _ in range(8):
+        ahead.add(np.zeros(2**20, dtype=np.float32))
+    ahead.cancel()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_failed_write_ahead_is_raised_by_finish(tmp_path):
+    """A write that fails in the background thread (here: a closed file, as a full disk would) reaches the caller."""
+    from nemo2sherpa.convert.weights_ahead import WeightsAhead
+
+    ahead = WeightsAhead(tmp_path / "encoder.weights")
+    ahead._file._out.close()
+    ahead.add(np.zeros(4096, dtype=np.float32))
+    try:
+        ahead.finish()
+    except ValueError as exc:
+        assert "closed file" in str(exc)
+    else:
+        raise AssertionError("finish() returned although the write failed")
+    assert not (tmp_path / "encoder.weights").exists()

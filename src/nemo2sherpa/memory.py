@@ -11,24 +11,11 @@ fixes that. Elsewhere (musl, macOS, Windows) this does nothing; it changes no re
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
-import functools
-
-
-@functools.cache
-def _malloc_trim():
-    name = ctypes.util.find_library("c")
-    if not name:
-        return None
-    try:
-        return getattr(ctypes.CDLL(name), "malloc_trim", None)
-    except OSError:
-        return None
+from nemo2sherpa.libc import libc_function
 
 
 def release_free_memory() -> None:
     """Return the heap's free pages to the system (malloc_trim(0) walks every arena)."""
-    trim = _malloc_trim()
+    trim = libc_function("malloc_trim")
     if trim is not None:
         trim(0)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -55,8 +55,10 @@ def _matmul_linear_class():
     return MatMulLinear
 
 
-def pretranspose_linears(module: Any) -> int:
-    """Replace every nn.Linear inside `module` in place; returns how many. The module computes the same function."""
+def pretranspose_linears(module: Any, on_replaced: Callable[[str, Any], None] | None = None) -> int:
+    """Replace every nn.Linear inside `module` in place; returns how many. The module computes the same function.
+
+    on_replaced(path, new_module) is called as each one is made (weights_ahead starts writing it then)."""
     import torch
 
     matmul_linear = _matmul_linear_class()
@@ -65,8 +67,11 @@ def pretranspose_linears(module: Any) -> int:
     for path in paths:
         parent_path, _, name = path.rpartition(".")
         parent = module.get_submodule(parent_path) if parent_path else module
-        setattr(parent, name, matmul_linear(getattr(parent, name)))  # the old Linear and its weight are freed here
+        replacement = matmul_linear(getattr(parent, name))
+        setattr(parent, name, replacement)  # the old Linear and its weight are freed here
         release_free_memory()  # and returned to the system now, not after the whole model was copied once more
+        if on_replaced is not None:
+            on_replaced(path, replacement)
     return len(paths)
 
 

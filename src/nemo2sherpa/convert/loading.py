@@ -143,10 +143,28 @@ def instantiate(config: dict[str, Any], initialise: bool = True):
     config = {key: value for key, value in config.items() if key not in _DATA_SECTIONS}
     cls = model_class(config)
     check_resolved_targets(config)
+    if cls.__name__.endswith("BPEModel"):
+        config = _without_vocabulary_lists(config)
     with quiet_nemo(), (contextlib.nullcontext() if initialise else skip_weight_init()):
         model = cls(cfg=OmegaConf.create(config))
     model.eval()
     return model
+
+
+def _without_vocabulary_lists(config: dict[str, Any]) -> dict[str, Any]:
+    """The config without the token lists a BPE model's constructor rebuilds from its tokenizer anyway.
+
+    A saved config carries the vocabulary up to three times (labels, joint.vocabulary, aux_ctc.decoder.vocabulary),
+    and NeMo's constructor copies the whole config through OmegaConf several times before it replaces them: with
+    parakeet-tdt-0.6b-v3's 8192 tokens that was seconds of a conversion (docs/benchmarks.md)."""
+    config = {key: value for key, value in config.items() if key != "labels"}
+    if isinstance(config.get("joint"), dict):
+        config["joint"] = {key: value for key, value in config["joint"].items() if key != "vocabulary"}
+    aux = config.get("aux_ctc")
+    if isinstance(aux, dict) and isinstance(aux.get("decoder"), dict):
+        decoder = {key: value for key, value in aux["decoder"].items() if key != "vocabulary"}
+        config["aux_ctc"] = {**aux, "decoder": decoder}
+    return config
 
 
 # Tokenizer settings NeMo opens as files: they must name files inside the checkpoint, never the converting machine's.

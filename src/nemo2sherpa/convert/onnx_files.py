@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
@@ -18,13 +17,14 @@ from typing import Mapping
 import numpy as np
 
 from nemo2sherpa.convert.lean_export import ExportedGraph
+from nemo2sherpa.convert.weights_ahead import ArrayIdentity, WeightsAhead, array_identity
+from nemo2sherpa.convert.weights_file import WeightsFile
 from nemo2sherpa.onnx_graph import graph_tensors
 
 PROTOBUF_LIMIT = 2**31
 # Weights above this go to external data; what stays inline (graph structure, constants) must fit under the limit.
 DEFAULT_EXTERNAL_THRESHOLD = 2_000_000_000
 INLINE_TENSOR_BYTES = 1024  # tensors smaller than this stay in the graph, as onnx's own writer does
-ALIGNMENT = 4096  # page-aligned tensors can be memory-mapped by onnxruntime
 FILE_MODE = 0o644
 
 
@@ -32,6 +32,7 @@ FILE_MODE = 0o644
 class WrittenGraph:
     files: list[Path]
     sha256: dict[str, str] = field(default_factory=dict)  # hashes computed while writing, by file name
+    written_ahead: int = 0  # bytes of the weights file written while the graph was still being exported
 
 
 def _tensor_bytes(tensor, graph: ExportedGraph) -> bytes | memoryview:
@@ -107,43 +108,52 @@ def write_graph(
     target: Path,
     metadata: Mapping[str, str] | None = None,
     external_threshold: int = DEFAULT_EXTERNAL_THRESHOLD,
+    ahead: WeightsAhead | None = None,
 ) -> WrittenGraph:
-    """Write `target` (+ `<stem>.weights` when the weights reach the threshold)."""
+    """Write `target` (+ `<stem>.weights` when the weights reach the threshold).
+
+    `ahead`: the weights file already being written while the graph was exported (weights_ahead); the tensors it
+    holds are referenced where they lie and the rest appended. Were some of its tensors no longer in the graph (the
+    exporter folded or deduplicated them), the file would carry dead bytes: it is discarded and written anew."""
     import onnx
 
     model = graph.model
     if metadata is not None:
         set_metadata(model, metadata)
     tensors = [t for t in graph_tensors(model.graph) if t.data_type != onnx.TensorProto.STRING]
-    total = sum(_tensor_size(t, graph) for t in tensors)
     written = WrittenGraph(files=[target])
-    if total >= external_threshold:
-        weights = target.with_suffix(".weights")
-        digest = hashlib.sha256()
-        # The hash runs on a second core while the file is written: both release the GIL on large buffers, and
-        # writing gigabytes is bound by the disk (measured on the 1.1B encoder: 2 s of hashing hidden).
-        with open(weights, "wb") as out, ThreadPoolExecutor(max_workers=1) as hasher:
-            hashed: Future | None = None
+    weights = target.with_suffix(".weights")
+    placed: dict[ArrayIdentity, tuple[int, int]] = {}
+    weights_file: WeightsFile | None = None
+    if ahead is not None:
+        weights_file, placed = ahead.finish()
+        if not _all_referenced(placed, tensors, graph):
+            weights_file.discard()
+            ahead.release()
+            weights_file, placed = None, {}
+    if weights_file is None and sum(_tensor_size(t, graph) for t in tensors) >= external_threshold:
+        weights_file = WeightsFile(weights)
+    if weights_file is not None:
+        written.written_ahead = weights_file.size if placed else 0
+        try:
             for tensor in tensors:
+                where = placed.get(_captured_identity(tensor, graph)) if placed else None
+                if where is not None:
+                    _make_external(tensor, weights.name, *where)
+                    continue
                 data = _tensor_bytes(tensor, graph)
                 if len(data) < INLINE_TENSOR_BYTES:
                     _make_inline(tensor, data)
                     continue
-                padding = -out.tell() % ALIGNMENT
-                if padding:
-                    out.write(b"\0" * padding)
-                offset = out.tell()
-                if hashed is not None:
-                    hashed.result()  # in file order: the previous tensor is hashed before this one's padding
-                if padding:
-                    digest.update(b"\0" * padding)
-                hashed = hasher.submit(digest.update, data)
-                out.write(data)
-                _make_external(tensor, weights.name, offset, len(data))
-            if hashed is not None:
-                hashed.result()
+                _make_external(tensor, weights.name, weights_file.append(data), len(data))
+        except BaseException:
+            weights_file.discard()
+            raise
+        finally:
+            if placed and ahead is not None:
+                ahead.release()  # every tensor is matched: the arrays written ahead need not be held any more
         written.files.append(weights)
-        written.sha256[weights.name] = digest.hexdigest()
+        written.sha256[weights.name] = weights_file.close()
     else:
         for tensor in tensors:
             if tensor.name in graph.tensors or onnx.external_data_helper.uses_external_data(tensor):
@@ -157,3 +167,15 @@ def write_graph(
     for path in written.files:
         os.chmod(path, FILE_MODE)
     return written
+
+
+def _captured_identity(tensor, graph: ExportedGraph) -> ArrayIdentity | None:
+    if tensor.name not in graph.tensors or tensor.HasField("raw_data"):
+        return None
+    array = graph.tensors[tensor.name]
+    return array_identity(array) if isinstance(array, np.ndarray) else None
+
+
+def _all_referenced(placed: dict[ArrayIdentity, tuple[int, int]], tensors: list, graph: ExportedGraph) -> bool:
+    referenced = {_captured_identity(tensor, graph) for tensor in tensors}
+    return all(identity in referenced for identity in placed)

@@ -35,6 +35,9 @@ def _rewrites() -> list[tuple[str, Callable[[GraphEditor], int]]]:
 
 
 REWRITES = ("fused_attention", "fast_rel_shift", "halved_linear_pos")
+# Linear layers (by attribute name) whose weights the rewrites replace with new tensors: halved_linear_pos splits
+# each positional projection into its sine and cosine rows. Their weights are not written ahead (weights_ahead).
+REPLACED_WEIGHTS = ("linear_pos",)
 BACKUP_LIMIT = 64 * 2**20
 
 
