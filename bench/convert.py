@@ -85,7 +85,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1,
                         help="Runs of each method, alternating; the table shows the run with the median wall time.")
     parser.add_argument("--memory-limit-gb", type=float, default=None,
-                        help="Also run nemo2sherpa inside a memory cgroup of this size (Linux, root), as proof it fits.")
+                        help="Also run nemo2sherpa inside a memory cgroup of this size (Linux, root), as proof it "
+                             "fits.")
     args = parser.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
     nemo2sherpa = str(Path(sys.executable).with_name("nemo2sherpa"))

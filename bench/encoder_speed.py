@@ -176,7 +176,9 @@ events = json.load(open(session.end_profiling()))
 last = [e for e in events if e.get("cat") == "Session" and e["name"] == "model_run"][-1]
 kinds, ops = collections.Counter(), collections.Counter()
 for e in events:
-    if e.get("cat") == "Node" and e["name"].endswith("_kernel_time") and last["ts"] <= e["ts"] <= last["ts"] + last["dur"]:
+    if e.get("cat") != "Node" or not e["name"].endswith("_kernel_time"):
+        continue
+    if last["ts"] <= e["ts"] <= last["ts"] + last["dur"]:
         part = re.search(r"layers\.\d+/(\w+)/", e["name"])
         where = "linear_pos" if "linear_pos" in e["name"] else part.group(1) if part else \
             "layer" if "layers." in e["name"] else "front end"
@@ -196,7 +198,8 @@ def profile(directories: dict[str, Path], seconds: float, threads: int) -> dict[
         results[name] = json.loads(done.stdout.strip().splitlines()[-1])
         total = sum(results[name]["by_op_ms"].values())
         gemm = sum(v for k, v in results[name]["by_op_ms"].items() if k in ("MatMul", "Conv", "FusedMatMul", "Gemm"))
-        print(f"\nprofile of {name} (one run, {results[name]['run_ms']:.0f} ms; MatMul+Conv {100 * gemm / total:.0f}%):")
+        print(f"\nprofile of {name} (one run, {results[name]['run_ms']:.0f} ms; "
+              f"MatMul+Conv {100 * gemm / total:.0f}%):")
         for part, ms in results[name]["by_part_ms"].items():
             print(f"  {part:44} {ms:8.1f} ms {100 * ms / total:5.1f}%")
     return results

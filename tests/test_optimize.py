@@ -11,18 +11,11 @@ import numpy as np
 import pytest
 from conftest import KINDS
 
+from nemo2sherpa.convert.optimize import REWRITES
+from nemo2sherpa.validate.greedy import make_session
+
 pytestmark = pytest.mark.nemo
-REWRITES = ("fused_attention", "fast_rel_shift", "halved_linear_pos")
 TOLERANCE = 1e-4
-
-
-def _session(path: Path):
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    options.intra_op_num_threads = 1
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
 def _graph(path: Path):
@@ -39,7 +32,7 @@ def _ops(path: Path) -> dict[str, int]:
 
 
 def _encoder_outputs(path: Path, mels: int, cases) -> list[list[np.ndarray]]:
-    session = _session(path)
+    session = make_session(path)
     names = [i.name for i in session.get_inputs()]
     results = []
     for seed, (frames, lengths) in enumerate(cases):
@@ -51,6 +44,16 @@ def _encoder_outputs(path: Path, mels: int, cases) -> list[list[np.ndarray]]:
 
 # (frames, lengths): very short (one and two encoder frames), odd lengths, and a padded batch
 CASES = [(9, [9]), (17, [17]), (97, [97]), (411, [411]), (300, [300, 211, 57])]
+
+
+def _assert_same_outputs(plain: Path, optimised: Path, mels: int) -> None:
+    """Same lengths, same shapes, and every frame within TOLERANCE (padding included: the rewrite keeps NeMo's
+    zeroing of rows with nothing to attend to), on every case."""
+    for (frames, lengths), want, have in zip(CASES, _encoder_outputs(plain, mels, CASES),
+                                             _encoder_outputs(optimised, mels, CASES)):
+        np.testing.assert_array_equal(want[1], have[1])
+        assert want[0].shape == have[0].shape
+        assert np.max(np.abs(want[0] - have[0])) <= TOLERANCE, (frames, lengths)
 
 
 @pytest.fixture(scope="session")
@@ -92,24 +95,14 @@ def test_convert_optimises_by_default_and_records_it(converted, unoptimised, che
 
 @pytest.mark.parametrize("kind", list(KINDS))
 def test_encoder_outputs_equal_the_unoptimised_graph(converted, unoptimised, checkpoints, kind):
-    mels = checkpoints[kind].architecture.mels
-    expected = _encoder_outputs(unoptimised[kind] / "encoder.onnx", mels, CASES)
-    got = _encoder_outputs(converted[kind] / "encoder.onnx", mels, CASES)
-    for (frames, lengths), want, have in zip(CASES, expected, got):
-        np.testing.assert_array_equal(want[1], have[1])
-        assert want[0].shape == have[0].shape
-        # every frame, padding included: the rewrite keeps NeMo's zeroing of rows with nothing to attend to
-        assert np.max(np.abs(want[0] - have[0])) <= TOLERANCE, (frames, lengths)
+    _assert_same_outputs(unoptimised[kind] / "encoder.onnx", converted[kind] / "encoder.onnx",
+                         checkpoints[kind].architecture.mels)
 
 
 def test_patterns_without_biases_with_two_layers_and_a_banded_mask(unbiased):
     export = json.loads((unbiased[True] / "manifest.json").read_text())["export"]
     assert export["optimizations"] == [{"name": name, "count": 2} for name in REWRITES]
-    expected = _encoder_outputs(unbiased[False] / "encoder.onnx", 80, CASES)
-    got = _encoder_outputs(unbiased[True] / "encoder.onnx", 80, CASES)
-    for want, have in zip(expected, got):
-        np.testing.assert_array_equal(want[1], have[1])
-        assert np.max(np.abs(want[0] - have[0])) <= TOLERANCE
+    _assert_same_outputs(unbiased[False] / "encoder.onnx", unbiased[True] / "encoder.onnx", 80)
 
 
 def test_each_rewrite_removes_what_it_claims(converted, unoptimised, checkpoints):
@@ -192,9 +185,7 @@ def test_table_positions_as_nemo_exports_them(checkpoints, tmp_path):
     encoder, info = optimize_encoder(export_graphs(model, tmp_path / "b")["encoder"])
     assert [o["name"] for o in info["optimizations"]] == list(REWRITES)
     optimised = write_graph(encoder, tmp_path / "optimised.onnx").files[0]
-    for want, have in zip(_encoder_outputs(plain, 80, CASES), _encoder_outputs(optimised, 80, CASES)):
-        np.testing.assert_array_equal(want[1], have[1])
-        assert np.max(np.abs(want[0] - have[0])) <= TOLERANCE
+    _assert_same_outputs(plain, optimised, 80)
 
 
 def test_a_rewrite_that_fails_leaves_the_export_as_it_was(checkpoints, tmp_path, monkeypatch):
@@ -206,13 +197,13 @@ def test_a_rewrite_that_fails_leaves_the_export_as_it_was(checkpoints, tmp_path,
     model = random_model(checkpoints["tdt-80"].architecture, tmp_path / "model", seed=3)
     encoder = export_graphs(model, tmp_path / "export")["encoder"]
     before, names = encoder.model.SerializeToString(), set(encoder.tensors)
-    rewrites = optimize._rewrites()
+    fuse = optimize._REWRITES["fused_attention"]
 
     def broken(editor):
-        rewrites[0][1](editor)  # edits the graph, then fails
+        fuse(editor)  # edits the graph, then fails
         raise RuntimeError("simulated bug")
 
-    monkeypatch.setattr(optimize, "_rewrites", lambda: [("fused_attention", broken)])
+    monkeypatch.setattr(optimize, "_REWRITES", {"fused_attention": broken})
     encoder, info = optimize.optimize_encoder(encoder)
     assert info == {"optimizations": [], "optimization_failed": "RuntimeError: simulated bug"}
     assert encoder.model.SerializeToString() == before and set(encoder.tensors) == names

@@ -202,7 +202,8 @@ def validate(directory: Path, providers: tuple[str, ...], nemo: Path | None, aud
 
     Checks, in order: the sherpa-onnx contract; graph fidelity against NeMo; transcripts through sherpa-onnx; the
     providers asked for; speed by audio length; an input beyond 400 s when the manifest claims one; a precision
-    variant against fp32; another export (--compare-with). Works on any NeMo transducer directory, with or without a manifest.
+    variant against fp32; another export (--compare-with). Works on any NeMo transducer directory, with or without a
+    manifest.
     """
     from nemo2sherpa.progress import Progress
     from nemo2sherpa.validate.pipeline import ValidateOptions
@@ -304,4 +305,3 @@ def console_main() -> None:
         except (OSError, ValueError):  # a reader that went away (`| head`) or a closed stream
             pass
     os._exit(code)
-

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Iterator
+from typing import Any, BinaryIO, Iterator
 
 
 def graph_tensors(graph) -> Iterator:
@@ -22,3 +22,16 @@ def graph_tensors(graph) -> Iterator:
             elif attribute.type == AttributeProto.GRAPHS:
                 for subgraph in attribute.graphs:
                     yield from graph_tensors(subgraph)
+
+
+def external_array(tensor, stream: BinaryIO) -> Any:
+    """A tensor stored as external data, read into a fresh numpy array from `stream` (the open file it names):
+    a copy, not a memory map, whose pages would count as the reader's memory."""
+    import numpy as np
+    from onnx import external_data_helper, helper
+
+    info = external_data_helper.ExternalDataInfo(tensor)
+    dtype = helper.tensor_dtype_to_np_dtype(tensor.data_type)
+    count = int(np.prod(tensor.dims)) if len(tensor.dims) else 1
+    stream.seek(int(info.offset or 0))
+    return np.fromfile(stream, dtype=dtype, count=count).reshape(tuple(tensor.dims))

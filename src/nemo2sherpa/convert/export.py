@@ -83,9 +83,9 @@ def _joint_example(joint: Any) -> tuple:
 
     NeMo's example makes the joint compute the logits of the whole vocabulary for 8192 frames, twice (a forward for
     the output example, one for the trace): on the 0.6B-v3 (8198 outputs) a 2.9 s export and 0.7 GB of peak memory,
-    for a graph that sherpa-onnx runs one frame at a time. The joint has no length-dependent branch, the frame axis stays dynamic,
-    and the self-check runs the written graph on one frame. Not 1: a dimension of size 1 can be specialised by the
-    tracer."""
+    for a graph that sherpa-onnx runs one frame at a time. The joint has no length-dependent branch, the frame axis
+    stays dynamic, and the self-check runs the written graph on one frame. Not 1: a dimension of size 1 can be
+    specialised by the tracer."""
     import torch
 
     with torch.random.fork_rng():

@@ -16,6 +16,8 @@ from typing import Any
 import numpy as np
 
 from nemo2sherpa.convert.lean_export import ExportedGraph
+from nemo2sherpa.convert.precision_graph import all_names, placeholder
+from nemo2sherpa.onnx_graph import external_array
 
 MS_DOMAIN = "com.microsoft"
 
@@ -27,6 +29,21 @@ class NoMatch(Exception):
 def require(condition: Any, why: str = "") -> None:
     if not condition:
         raise NoMatch(why)
+
+
+def is_standard(node: Any) -> bool:
+    """An operator of the default ONNX domain (not a contrib one)."""
+    return node.domain in ("", "ai.onnx")
+
+
+def attribute(node: Any, name: str) -> Any:
+    """A node attribute's value, or None when the node does not set it."""
+    from onnx import helper
+
+    for found in node.attribute:
+        if found.name == name:
+            return helper.get_attribute_value(found)
+    return None
 
 
 class GraphEditor:
@@ -55,15 +72,13 @@ class GraphEditor:
                 if name:
                     self.consumers[name].append(node)
         self.outputs = {o.name for o in self.graph.output}
-        self._names = set(self.producer) | set(self.initializers) | {i.name for i in self.graph.input}
-        self._names |= {n.name for n in self.graph.node}
+        self._names = all_names(self.exported.model)
 
     def node_of(self, name: str, op: str | Sequence[str]) -> Any:
         """The node producing `name`, which must be `op` (or one of them)."""
         node = self.producer.get(name)
         ops = (op,) if isinstance(op, str) else tuple(op)
-        require(node is not None and node.op_type in ops and node.domain in ("", "ai.onnx"),
-                f"{name} is not produced by {op}")
+        require(node is not None and node.op_type in ops and is_standard(node), f"{name} is not produced by {op}")
         return node
 
     def only_consumer(self, name: str, op: str | None = None) -> Any:
@@ -92,10 +107,10 @@ class GraphEditor:
         node = self.producer.get(name)
         if node is None:
             return None
-        if node.op_type == "Identity" and node.domain in ("", "ai.onnx"):
-            return self.value(node.input[0])
-        if node.domain not in ("", "ai.onnx"):
+        if not is_standard(node):
             return None
+        if node.op_type == "Identity":
+            return self.value(node.input[0])
         if node.op_type in _FOLDABLE:
             return self._fold(node, name)
         if node.op_type != "Constant":
@@ -135,18 +150,14 @@ class GraphEditor:
 
     def _tensor_array(self, tensor) -> np.ndarray:
         """An initializer's or Constant's data: from the weights dict, the exporter's external file, or inline."""
-        from onnx import external_data_helper, helper, numpy_helper
+        from onnx import external_data_helper, numpy_helper
 
         if tensor.name in self.exported.tensors and not tensor.HasField("raw_data"):
             return self.exported.tensors[tensor.name]
         if external_data_helper.uses_external_data(tensor):
-            info = external_data_helper.ExternalDataInfo(tensor)
-            dtype = helper.tensor_dtype_to_np_dtype(tensor.data_type)
-            count = int(np.prod(tensor.dims)) if len(tensor.dims) else 1
-            with open(self.exported.source.parent / info.location, "rb") as stream:
-                stream.seek(info.offset or 0)
-                data = stream.read(count * dtype.itemsize)
-            return np.frombuffer(data, dtype=dtype).reshape(tuple(tensor.dims))
+            location = external_data_helper.ExternalDataInfo(tensor).location
+            with open(self.exported.source.parent / location, "rb") as stream:
+                return external_array(tensor, stream)
         return numpy_helper.to_array(tensor)
 
     def shape_of_initializer(self, name: str) -> tuple[int, ...] | None:
@@ -187,10 +198,8 @@ class GraphEditor:
 
         array = np.asarray(array)
         name = self.fresh(hint)
-        tensor = self.graph.initializer.add()
-        tensor.name = name
-        tensor.data_type = helper.np_dtype_to_tensor_dtype(array.dtype)
-        tensor.dims.extend(array.shape)
+        self.graph.initializer.append(placeholder(name, helper.np_dtype_to_tensor_dtype(array.dtype), array.shape))
+        tensor = self.graph.initializer[-1]  # protobuf copies on append: keep the graph's own message
         self.exported.tensors[name] = array
         self.initializers[name] = tensor
         if array.size <= 4096:
@@ -203,25 +212,29 @@ class GraphEditor:
             self._int_constants[values] = self.constant(np.array(values, dtype=np.int64), "int64s")
         return self._int_constants[values]
 
-    def add(self, op: str, inputs: Iterable[str], hint: str, outputs: int = 1, domain: str = "",
-            **attributes: Any) -> list[str]:
-        """Append a node (the graph is sorted again at the end); returns its output names."""
+    def add1(self, op: str, inputs: Iterable[str], hint: str, domain: str = "", **attributes: Any) -> str:
+        """Append a node with one output (the graph is sorted again at the end); returns the output's name."""
         from onnx import helper
 
-        names = [self.fresh(f"{hint}/{op}_out{i}") for i in range(outputs)]
-        node = helper.make_node(op, list(inputs), names, name=self.fresh(f"{hint}/{op}"), domain=domain or None,
+        output = self.fresh(f"{hint}/{op}_out0")
+        node = helper.make_node(op, list(inputs), [output], name=self.fresh(f"{hint}/{op}"), domain=domain or None,
                                 **attributes)
         self.graph.node.append(node)
         node = self.graph.node[-1]  # protobuf copies on append: keep the graph's own message
-        for name in names:
-            self.producer[name] = node
+        self.producer[output] = node
         for name in node.input:
             if name:
                 self.consumers[name].append(node)
-        return names
+        return output
 
-    def add1(self, op: str, inputs: Iterable[str], hint: str, domain: str = "", **attributes: Any) -> str:
-        return self.add(op, inputs, hint, 1, domain, **attributes)[0]
+    def is_zero_pad(self, node: Any) -> bool:
+        """A Pad that pads with zeros (constant mode, no value or 0)."""
+        return (attribute(node, "mode") or b"constant") in (b"constant", "constant") and \
+            (len(node.input) < 3 or not node.input[2] or self.scalar(node.input[2]) == 0.0)
+
+    def has_unit_steps(self, node: Any) -> bool:
+        """A Slice without steps, or with steps of 1."""
+        return len(node.input) < 5 or not node.input[4] or self.ints(node.input[4]) == [1]
 
     def set_input(self, node: Any, index: int, name: str) -> None:
         old = node.input[index]
@@ -250,30 +263,24 @@ class GraphEditor:
             self.consumers[new].append(self.graph.node[-1])
 
     # -- finishing ----------------------------------------------------------------------------------------------
-    def finish(self) -> dict[str, int]:
-        """Remove what nothing reads, drop unused initializers (and their arrays), sort the nodes topologically."""
-        before = len(self.graph.node)
+    def finish(self) -> None:
+        """Remove what nothing reads, drop unused initializers (and their arrays), sort the nodes topologically.
+        The editor's maps are not rebuilt: it is done with the graph."""
         live = self._live_nodes()
         kept = [node for node in self.graph.node if id(node) in live]
         kept = _toposort(kept, {i.name for i in self.graph.input} | {t.name for t in self.graph.initializer})
         del self.graph.node[:]
         self.graph.node.extend(kept)
         used = {name for node in kept for name in node.input if name} | self.outputs
-        dropped = 0
         unused = [t for t in self.graph.initializer if t.name not in used]
         if unused:
             keep = [t for t in self.graph.initializer if t.name in used]
             for tensor in unused:
                 self.exported.tensors.pop(tensor.name, None)
-                dropped += 1
             del self.graph.initializer[:]
             self.graph.initializer.extend(keep)
         # shape information recorded by the exporter for intermediate values may no longer be true
         del self.graph.value_info[:]
-        self._values.clear()
-        self._int_constants.clear()
-        self.refresh()
-        return {"nodes_before": before, "nodes_after": len(kept), "initializers_dropped": dropped}
 
     def _live_nodes(self) -> set[int]:
         live: set[int] = set()

@@ -23,18 +23,16 @@ from typing import Any
 
 from nemo2sherpa.convert.graph_edit import MS_DOMAIN, GraphEditor
 from nemo2sherpa.convert.lean_export import ExportedGraph
+from nemo2sherpa.convert.optimize_attention import fuse_attention
+from nemo2sherpa.convert.optimize_relpos import fast_rel_shift, halve_linear_pos
 
-
-def _rewrites() -> list[tuple[str, Callable[[GraphEditor], int]]]:
-    from nemo2sherpa.convert.optimize_attention import fuse_attention
-    from nemo2sherpa.convert.optimize_relpos import fast_rel_shift, halve_linear_pos
-
-    # order matters: the attention fusion reads the rel_shift chain and the projections as exported
-    return [("fused_attention", fuse_attention), ("fast_rel_shift", fast_rel_shift),
-            ("halved_linear_pos", halve_linear_pos)]
-
-
-REWRITES = ("fused_attention", "fast_rel_shift", "halved_linear_pos")
+# In this order: the attention fusion reads the rel_shift chain and the projections as exported.
+_REWRITES: dict[str, Callable[[GraphEditor], int]] = {
+    "fused_attention": fuse_attention,
+    "fast_rel_shift": fast_rel_shift,
+    "halved_linear_pos": halve_linear_pos,
+}
+REWRITES = tuple(_REWRITES)
 # Linear layers (by attribute name) whose weights the rewrites replace with new tensors: halved_linear_pos splits
 # each positional projection into its sine and cosine rows. Their weights are not written ahead (weights_ahead).
 REPLACED_WEIGHTS = ("linear_pos",)
@@ -66,7 +64,7 @@ def optimize_encoder(graph: ExportedGraph, only: tuple[str, ...] = REWRITES) -> 
 def _apply(graph: ExportedGraph, only: tuple[str, ...]) -> list[dict[str, Any]]:
     editor = GraphEditor(graph)
     applied = []
-    for name, rewrite in _rewrites():
+    for name, rewrite in _REWRITES.items():
         if name not in only:
             continue
         count = rewrite(editor)

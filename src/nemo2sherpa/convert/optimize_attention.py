@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from nemo2sherpa.convert.graph_edit import MS_DOMAIN, GraphEditor, NoMatch, require
+from nemo2sherpa.convert.graph_edit import MS_DOMAIN, GraphEditor, NoMatch, attribute, is_standard, require
 
 BOOL, INT32, FLOAT = 9, 6, 1  # onnx.TensorProto data types
 
@@ -37,7 +37,6 @@ BOOL, INT32, FLOAT = 9, 6, 1  # onnx.TensorProto data types
 class _Linear:
     matmul: Any  # MatMul(x, W) node
     bias: np.ndarray | None  # the Add's constant, if any
-    output: str  # the projection (after the bias, if any)
 
 
 @dataclass
@@ -52,19 +51,11 @@ class _Attention:
     v: _Linear
     u: np.ndarray
     pos_v: np.ndarray
-    q4: str  # q viewed as [B, T, H, d_k]
     q4_shape: str  # the shape input of that Reshape
     qv_transpose: Any  # Transpose((q + pos_bias_v)) feeding matrix_bd
     bd_scores: str  # rel-shifted positional scores [B, H, T, T], unscaled
     ac: Any  # MatMul((q+u), k^T): gone after the rewrite, but the exporter reads its shape for rel_shift's slice
     context: str  # attention output [B, T, H*d_k], before linear_out
-
-
-def _perm(editor: GraphEditor, node: Any) -> list[int] | None:
-    for attribute in node.attribute:
-        if attribute.name == "perm":
-            return list(attribute.ints)
-    return None
 
 
 def _linear(editor: GraphEditor, name: str) -> _Linear:
@@ -82,7 +73,7 @@ def _linear(editor: GraphEditor, name: str) -> _Linear:
         require(bias is not None, "Add is not a bias")
     require(node.op_type == "MatMul", "not a projection")
     require(editor.shape_of_initializer(node.input[1]) is not None, "projection weight is not constant")
-    return _Linear(matmul=node, bias=bias, output=name)
+    return _Linear(matmul=node, bias=bias)
 
 
 def _mask_root(editor: GraphEditor, name: str) -> str:
@@ -97,25 +88,16 @@ def _mask_root(editor: GraphEditor, name: str) -> str:
 
 def _is_mask_view(editor: GraphEditor, node: Any) -> bool:
     if node.op_type == "Cast":
-        return _attribute(node, "to") == BOOL
+        return attribute(node, "to") == BOOL
     if node.op_type == "Unsqueeze":
-        axes = editor.ints(node.input[1]) if len(node.input) > 1 else list(_attribute(node, "axes") or [])
+        axes = editor.ints(node.input[1]) if len(node.input) > 1 else list(attribute(node, "axes") or [])
         return axes == [1]
     return False
 
 
-def _attribute(node: Any, name: str) -> Any:
-    from onnx import helper
-
-    for attribute in node.attribute:
-        if attribute.name == name:
-            return helper.get_attribute_value(attribute)
-    return None
-
-
 def _transpose(editor: GraphEditor, name: str, perm: list[int]) -> Any:
     transpose = editor.node_of(name, "Transpose")
-    require(_perm(editor, transpose) == perm, "unexpected transpose")
+    require(attribute(transpose, "perm") == perm, "unexpected transpose")
     return transpose
 
 
@@ -136,7 +118,7 @@ def _bias_add(editor: GraphEditor, name: str) -> tuple[str, np.ndarray]:
 
 
 def match_attention(editor: GraphEditor, softmax: Any) -> _Attention:
-    require(_attribute(softmax, "axis") in (-1, 3), "softmax over another axis")
+    require(attribute(softmax, "axis") in (-1, 3), "softmax over another axis")
     masked = editor.node_of(softmax.input[0], "Where")
     mask_value = editor.scalar(masked.input[1])
     require(mask_value is not None and mask_value <= -1000.0, "not a -inf style fill")
@@ -149,7 +131,7 @@ def match_attention(editor: GraphEditor, softmax: Any) -> _Attention:
     require(weighted.input[0] == zeroed.output[0], "attention weights on the wrong side")
     _, v4 = _head_view(editor, weighted.input[1], [0, 2, 1, 3])
     back = editor.only_consumer(weighted.output[0], "Transpose")
-    require(_perm(editor, back) == [0, 2, 1, 3], "unexpected output transpose")
+    require(attribute(back, "perm") == [0, 2, 1, 3], "unexpected output transpose")
     context = editor.only_consumer(back.output[0], "Reshape")
 
     scores = editor.producer.get(masked.input[2])
@@ -188,9 +170,7 @@ def match_attention(editor: GraphEditor, softmax: Any) -> _Attention:
             break
         require(node.op_type in ("Slice", "Reshape", "Pad"), f"{node.op_type} on the positional path")
         if node.op_type == "Pad":
-            require((_attribute(node, "mode") or b"constant") in (b"constant", "constant"), "non-zero padding")
-            require(len(node.input) < 3 or not node.input[2] or editor.scalar(node.input[2]) == 0.0,
-                    "non-zero padding")
+            require(editor.is_zero_pad(node), "non-zero padding")
         name = node.input[0]
     else:
         raise NoMatch("positional path too long")
@@ -211,13 +191,13 @@ def match_attention(editor: GraphEditor, softmax: Any) -> _Attention:
         require(shape is not None and len(shape) == 2 and shape[1] == width, "projection width")
         require(linear.bias is None or linear.bias.shape == (width,), "bias shape")
     return _Attention(heads=int(heads), head_size=int(head_size), scale=float(scale), mask_value=float(mask_value),
-                      mask_root=root, q=q, k=k, v=v, u=u, pos_v=pos_v, q4=q4, q4_shape=q4_node.input[1],
+                      mask_root=root, q=q, k=k, v=v, u=u, pos_v=pos_v, q4_shape=q4_node.input[1],
                       qv_transpose=qv_t, bd_scores=bd_scores, ac=ac, context=context.output[0])
 
 
 def fuse_attention(editor: GraphEditor) -> int:
     """Every matching attention core becomes MultiHeadAttention; returns how many."""
-    softmaxes = [n for n in editor.graph.node if n.op_type == "Softmax" and n.domain in ("", "ai.onnx")]
+    softmaxes = [n for n in editor.graph.node if n.op_type == "Softmax" and is_standard(n)]
     masks: dict[tuple[str, int], tuple[str, str, str]] = {}
     fused = 0
     for softmax in softmaxes:

@@ -24,18 +24,9 @@ from typing import Any
 
 import numpy as np
 
-from nemo2sherpa.convert.graph_edit import GraphEditor, NoMatch, require
+from nemo2sherpa.convert.graph_edit import GraphEditor, NoMatch, attribute, is_standard, require
 
 SYMMETRY_TOLERANCE = 1e-6
-
-
-def _attribute(node: Any, name: str) -> Any:
-    from onnx import helper
-
-    for attribute in node.attribute:
-        if attribute.name == name:
-            return helper.get_attribute_value(attribute)
-    return None
 
 
 def _linear_form(editor: GraphEditor, name: str, depth: int = 0) -> tuple[str | None, int, int]:
@@ -65,7 +56,7 @@ def _symmetric_positions(editor: GraphEditor, name: str) -> int:
     interleaved: either computed in the graph (convert/long_audio) or sliced from NeMo's table. NoMatch otherwise."""
     node = editor.producer.get(name)
     require(node is not None, "positions are an input")
-    if node.op_type == "Cast" and _attribute(node, "to") == 1:
+    if node.op_type == "Cast" and attribute(node, "to") == 1:
         node = editor.producer.get(node.input[0])
         require(node is not None, "positions are an input")
     if node.op_type == "Slice":
@@ -82,7 +73,7 @@ def _computed_positions(editor: GraphEditor, reshape: Any) -> int:
             "not [1, -1, d]")
     width = shape[2]
     concat = editor.node_of(reshape.input[0], "Concat")
-    require(_attribute(concat, "axis") in (-1, 2) and len(concat.input) == 2, "not a stack of two")
+    require(attribute(concat, "axis") in (-1, 2) and len(concat.input) == 2, "not a stack of two")
     parts = []
     for name, op in zip(concat.input, ("Sin", "Cos")):
         unsqueeze = editor.node_of(name, "Unsqueeze")
@@ -108,7 +99,7 @@ def _centred_table(editor: GraphEditor, node: Any) -> np.ndarray:
     require(node.op_type == "Slice", "not a slice")
     require(len(node.input) >= 4, "slice without axes")
     require(editor.ints(node.input[3]) == [1], "slice over another axis")
-    require(len(node.input) < 5 or not node.input[4] or editor.ints(node.input[4]) == [1], "strided slice")
+    require(editor.has_unit_steps(node), "strided slice")
     shape = editor.shape_of_initializer(node.input[0])
     require(shape is not None and len(shape) == 3 and shape[0] == 1 and shape[1] % 2 == 1 and shape[2] % 2 == 0,
             "not a positional table")
@@ -128,7 +119,7 @@ def halve_linear_pos(editor: GraphEditor) -> int:
     """Rewrite every constant projection of a centred sinusoid slice; returns how many."""
     candidates: dict[str, list[Any]] = {}
     for node in editor.graph.node:
-        if node.op_type == "MatMul" and node.domain in ("", "ai.onnx"):
+        if node.op_type == "MatMul" and is_standard(node):
             candidates.setdefault(node.input[0], []).append(node)
     done = 0
     for positions, matmuls in candidates.items():
@@ -181,7 +172,7 @@ def fast_rel_shift(editor: GraphEditor) -> int:
     """Replace every NeMo rel_shift chain found; returns how many."""
     done = 0
     for node in list(editor.graph.node):
-        if node.op_type != "Pad" or node.domain not in ("", "ai.onnx"):
+        if node.op_type != "Pad" or not is_standard(node):
             continue
         try:
             chain = _match_rel_shift(editor, node)
@@ -194,8 +185,7 @@ def fast_rel_shift(editor: GraphEditor) -> int:
 
 def _match_rel_shift(editor: GraphEditor, pad: Any) -> tuple[str, Any, str]:
     """Pad(last axis, 1 before) -> Reshape -> Slice(axis 2, from 1) -> Reshape -> Slice(axis 3, 0:end)."""
-    require((_attribute(pad, "mode") or b"constant") in (b"constant", "constant"), "not zero padding")
-    require(len(pad.input) < 3 or not pad.input[2] or editor.scalar(pad.input[2]) == 0.0, "not zero padding")
+    require(editor.is_zero_pad(pad), "not zero padding")
     require(len(pad.input) < 4 or not pad.input[3], "pad with axes")
     require(editor.ints(pad.input[1]) == [0, 0, 0, 1, 0, 0, 0, 0], "not one column before")
     view = editor.only_consumer(pad.output[0], "Reshape")
@@ -203,12 +193,12 @@ def _match_rel_shift(editor: GraphEditor, pad: Any) -> tuple[str, Any, str]:
     require(drop.input[0] == view.output[0], "slice of something else")
     require(editor.ints(drop.input[1]) == [1] and editor.ints(drop.input[3]) == [2], "not dropping the first row")
     require((editor.ints(drop.input[2]) or [0])[0] >= 2**62, "drop slice has an end")
-    require(len(drop.input) < 5 or not drop.input[4] or editor.ints(drop.input[4]) == [1], "strided")
+    require(editor.has_unit_steps(drop), "strided")
     back = editor.only_consumer(drop.output[0], "Reshape")
     keep = editor.only_consumer(back.output[0], "Slice")
     require(keep.input[0] == back.output[0], "slice of something else")
     require(editor.ints(keep.input[1]) == [0] and editor.ints(keep.input[3]) in ([3], [-1]), "not keeping columns")
-    require(len(keep.input) < 5 or not keep.input[4] or editor.ints(keep.input[4]) == [1], "strided")
+    require(editor.has_unit_steps(keep), "strided")
     return pad.input[0], keep, keep.input[2]
 
 

@@ -20,7 +20,6 @@ from nemo2sherpa.convert.model_config import facts_from_config, parse_config
 from nemo2sherpa.convert.nemo_config import nemo_model_config
 from nemo2sherpa.convert.onnx_files import DEFAULT_EXTERNAL_THRESHOLD, write_graph
 from nemo2sherpa.convert.optimize import REPLACED_WEIGHTS, optimize_encoder
-from nemo2sherpa.memory import release_free_memory
 from nemo2sherpa.convert.sources import ResolvedSource, resolve_source
 from nemo2sherpa.convert.variants import write_variants
 from nemo2sherpa.convert.weights_ahead import WeightsAhead
@@ -28,6 +27,7 @@ from nemo2sherpa.errors import UserError
 from nemo2sherpa.facts import ModelFacts
 from nemo2sherpa.hashing import sha256_file
 from nemo2sherpa.manifest import Manifest, Variant, record_files
+from nemo2sherpa.memory import release_free_memory
 from nemo2sherpa.progress import Progress
 from nemo2sherpa.recipes import Recipe
 from nemo2sherpa.staging import staged_directory
@@ -239,7 +239,7 @@ def _checkpoint(resolved: ResolvedSource, scratch: Path, progress: Progress) -> 
                                         f"{facts.vocab_size}")
     with progress.stage("load weights"), NemoArchive(path) as archive:
         model = load_from_archive(archive, local_config, scratch)
-    # its sha256 is computed later, beside the disk-bound write (see _export_and_write)
+    # its sha256 is computed later, beside the decoder and joiner exports (see _export_and_write)
     checkpoint = {**resolved.provenance, "sha256": None, "size": path.stat().st_size}
     facts = dataclasses.replace(facts, parameters=_parameter_count(model))
     return _Loaded(model=model, facts=facts, pieces=pieces, checkpoint=checkpoint, hash_path=path)

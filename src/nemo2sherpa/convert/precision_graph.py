@@ -15,7 +15,7 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 
-from nemo2sherpa.onnx_graph import graph_tensors
+from nemo2sherpa.onnx_graph import external_array, graph_tensors
 
 FLOAT, FLOAT16 = 1, 10  # onnx.TensorProto.FLOAT, FLOAT16
 
@@ -47,16 +47,11 @@ class SourceGraph:
     def array(self, tensor) -> np.ndarray:
         """The tensor's values, read from the external file into a fresh array (no memory map: mapped pages of a
         4 GB weights file would count as this process's memory while the variant is written)."""
-        from onnx import external_data_helper, helper, numpy_helper
+        from onnx import external_data_helper, numpy_helper
 
         if not external_data_helper.uses_external_data(tensor):
             return numpy_helper.to_array(tensor)
-        info = external_data_helper.ExternalDataInfo(tensor)
-        dtype = helper.tensor_dtype_to_np_dtype(tensor.data_type)
-        count = int(np.prod(tensor.dims)) if len(tensor.dims) else 1
-        handle = self._handle(info.location)
-        handle.seek(int(info.offset or 0))
-        return np.fromfile(handle, dtype=dtype, count=count).reshape(tuple(tensor.dims))
+        return external_array(tensor, self._handle(external_data_helper.ExternalDataInfo(tensor).location))
 
     def _handle(self, location: str):
         if location not in self._files:
