@@ -409,8 +409,9 @@ def test_references_of_a_changed_attention_are_kept_apart(relocal_dir, fixture_d
 
 def test_compare_exports_reports_wer_of_local_against_full(relocal_dir, fixture_dir):
     from nemo2sherpa.validate.long_audio import compare_exports
+    from nemo2sherpa.validate.model_dir import open_model_dir
 
-    check = compare_exports(relocal_dir, fixture_dir, _fixture_clips(FULL)[:8])
+    check = compare_exports(open_model_dir(relocal_dir), fixture_dir, _fixture_clips(FULL)[:8])
     assert check.status == "passed", check.problems
     short = check.details["short"]
     assert short["utterances"] == 8 and short["wer_vs_other_percent"] is not None

@@ -118,6 +118,12 @@ class ModelFacts:
     def is_tdt(self) -> bool:
         return self.decoder_kind == "tdt"
 
+    @property
+    def encoder_frame_seconds(self) -> float:
+        """Seconds of audio per encoder output frame (0.08 for FastConformer: 10 ms hop x 8)."""
+        hop = float(self.frontend.get("window_stride") or 0.01)
+        return hop * int(self.architecture.subsampling_factor or 8)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "model_class": self.model_class,

@@ -44,12 +44,6 @@ class EncoderPrep:
     probe_frames: tuple[int, ...] = ()  # extra encoder probe lengths (feature frames) this attention needs checked
 
 
-def frame_seconds(facts: ModelFacts) -> float:
-    """Seconds of audio per encoder output frame (0.08 for FastConformer: 10 ms hop x 8)."""
-    hop = float(facts.frontend.get("window_stride") or 0.01)
-    return hop * int(facts.architecture.subsampling_factor or 8)
-
-
 def feature_frames_for(encoder_frames: int, subsampling: int) -> int:
     """Feature frames that the x`subsampling` front end turns into exactly `encoder_frames` (not a multiple of it)."""
     return max(1, subsampling * encoder_frames - 3)
@@ -92,7 +86,7 @@ def prepare_encoder(model: Any, facts: ModelFacts, request: AttentionRequest, so
 
     encoder = model.encoder
     subsampling = int(architecture.subsampling_factor or 8)
-    seconds_per_frame = frame_seconds(facts)
+    seconds_per_frame = facts.encoder_frame_seconds
     attention: dict[str, Any] = {
         "kind": "local" if target == LOCAL else "full",
         "self_attention_model": target,

@@ -29,6 +29,7 @@ import numpy as np
 
 from nemo2sherpa.validate.audio import Clip
 from nemo2sherpa.validate.child_decode import decode_in_child
+from nemo2sherpa.validate.model_dir import ModelDir
 from nemo2sherpa.validate.results import CheckResult
 
 DEFAULT_LONG_SECONDS = 450.0
@@ -47,10 +48,7 @@ def frame_seconds(manifest) -> float:
     value = export.get("encoder_frame_seconds")
     if value:
         return float(value)
-    if manifest is not None:
-        hop = float(manifest.model.frontend.get("window_stride") or 0.01)
-        return hop * int(manifest.model.architecture.subsampling_factor or 8)
-    return DEFAULT_FRAME_SECONDS
+    return manifest.model.encoder_frame_seconds if manifest is not None else DEFAULT_FRAME_SECONDS
 
 
 def plain_limit_seconds(manifest) -> float:
@@ -219,20 +217,18 @@ def check_long_input(clip: Clip | None, model, spec, reference=None, max_symbols
     return check
 
 
-def compare_exports(this_dir: Path, other_dir: Path, clips: Sequence[Clip], threads: int = 2,
-                    feature_dim: int = 80, max_seconds: float | None = None) -> CheckResult:
-    """The "attention" comparison: sherpa-onnx transcripts of this export against another export of the same
-    checkpoint, on the clips both claim to run (reported, not judged; it fails only when one cannot run)."""
-    from nemo2sherpa.manifest import read_manifest
+def compare_exports(this: ModelDir, other_dir: Path, clips: Sequence[Clip], threads: int = 2,
+                    feature_dim: int = 80, this_texts: Mapping[str, str] | None = None) -> CheckResult:
+    """The "attention" comparison: sherpa-onnx transcripts of this export (the variant being validated) against
+    another export of the same checkpoint, on the clips both claim to run (reported, not judged; it fails only when
+    one cannot run). this_texts: this export's CPU transcripts where validate already has them, not decoded again."""
     from nemo2sherpa.validate.model_dir import open_model_dir
     from nemo2sherpa.validate.sherpa_worker import SherpaRequest, run_sherpa
     from nemo2sherpa.validate.transcripts import corpus_wer, same_text
 
     check = CheckResult("attention")
-    dirs = {"this": open_model_dir(this_dir), "other": open_model_dir(other_dir)}
-    limit = min(supported_seconds(read_manifest(this_dir)), supported_seconds(read_manifest(other_dir)))
-    if max_seconds is not None:
-        limit = min(limit, max_seconds)
+    dirs = {"this": this, "other": open_model_dir(other_dir)}
+    limit = min(supported_seconds(this.manifest), supported_seconds(dirs["other"].manifest))
     both = [c for c in clips if c.seconds <= limit]
     skipped = [c.name for c in clips if c.seconds > limit]
     check.details.update({"this": attention_of(dirs["this"].manifest) or None,
@@ -242,11 +238,14 @@ def compare_exports(this_dir: Path, other_dir: Path, clips: Sequence[Clip], thre
         check.reason = "no clip both exports can run"
         return check
     texts: dict[str, dict[str, str]] = {}
+    if this_texts is not None and all(c.name in this_texts for c in both):
+        texts["this"] = {c.name: this_texts[c.name] for c in both}
     for key, directory in dirs.items():
-        sample_rate = both[0].sample_rate
+        if key in texts:
+            continue
         request = SherpaRequest(encoder=str(directory.encoder), decoder=str(directory.decoder),
                                 joiner=str(directory.joiner), tokens=str(directory.tokens), threads=threads,
-                                sample_rate=sample_rate, feature_dim=feature_dim,
+                                sample_rate=both[0].sample_rate, feature_dim=feature_dim,
                                 transcribe=[c.name for c in both])
         run = run_sherpa(request, {c.name: c for c in both})
         if not run.ok:

@@ -76,7 +76,9 @@ def validate(options: ValidateOptions, progress: Progress | None = None) -> Vali
     long_clip = long_input_clip(model.manifest, clips, sample_rate) if options.long_audio and spec else None
 
     if spec is None:
-        for name in ("graph_fidelity", "transcripts", "providers", "speed") + (("precision",) if fp32_model else ()):
+        skipped = ("graph_fidelity", "transcripts", "providers", "speed", "long_audio") + \
+            (("precision",) if fp32_model else ()) + (("attention",) if options.compare_with else ())
+        for name in skipped:
             checks[name] = CheckResult.skipped(name, "the contract check failed")
     else:
         references, reference_kind, nemo, reason = _references(
@@ -118,8 +120,9 @@ def validate(options: ValidateOptions, progress: Progress | None = None) -> Vali
             from nemo2sherpa.validate.long_audio import compare_exports
 
             with progress.stage(f"compare with {options.compare_with.name}"):
-                checks["attention"] = compare_exports(options.directory, options.compare_with, clips,
-                                                      threads=options.threads, feature_dim=spec.feat_dim)
+                checks["attention"] = compare_exports(
+                    model, options.compare_with, clips, threads=options.threads, feature_dim=spec.feat_dim,
+                    this_texts={n: e["text"] for n, e in runs["cpu"].transcripts.items()} if "cpu" in usable else None)
 
     report = _assemble(options, model, checks, clips, audio_source)
     with progress.stage("write report"):
