@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import run_cli
 
 import nemo2sherpa
 from nemo2sherpa.convert.encoder_prep import AttentionRequest, target_attention
@@ -261,6 +262,44 @@ def test_attention_requests_are_checked():
             target_attention(trained, (-1, -1), request, path)
 
 
+@pytest.mark.parametrize("window", [(1, 1), (1, 0), (0, 1), (2, 0), (0, 2), (8, 8)])
+def test_one_rule_for_a_local_attention_window_and_it_is_nemos(window, tmp_path, capsys):
+    """The command line, the conversion request and a checkpoint's own modules accept the same windows, and those
+    are exactly the windows NeMo's local attention runs with (if NeMo learns to run a window of 1, this fails and
+    the rule should follow)."""
+    import torch
+    from nemo.collections.asr.parts.submodules.multi_head_attention import (
+        LocalAttRelPositionalEncoding, RelPositionMultiHeadAttentionLongformer)
+
+    from nemo2sherpa.convert.local_attention import unsupported_reason
+
+    module = RelPositionMultiHeadAttentionLongformer(n_head=2, n_feat=16, dropout_rate=0.0, pos_bias_u=None,
+                                                     pos_bias_v=None, att_context_size=list(window)).eval()
+    positions = LocalAttRelPositionalEncoding(att_context_size=list(window), d_model=16, dropout_rate=0.0)
+    positions.extend_pe(64, "cpu", torch.float32)
+    x = torch.randn(1, 7, 16)
+    try:
+        with torch.no_grad():
+            module(x, x, x, pad_mask=torch.zeros(1, 7, dtype=torch.bool), pos_emb=positions(x)[1])
+        nemo_runs = True
+    except RuntimeError:
+        nemo_runs = False
+
+    assert (unsupported_reason(module) is None) == nemo_runs
+    request = AttentionRequest("local", window)
+    if nemo_runs:
+        assert target_attention("rel_pos", (-1, -1), request, Path("m.nemo")) == ("rel_pos_local_attn", window)
+        return
+    with pytest.raises(UserError, match="one at least 2"):
+        target_attention("rel_pos", (-1, -1), request, Path("m.nemo"))
+    output = tmp_path / "out"
+    ran = run_cli(["convert", "missing.nemo", "-o", output, "--attention", "local",
+                   "--context", ",".join(map(str, window))], capsys)
+    assert ran.code == 2 and "Traceback" not in ran.err, ran.err
+    assert "--context" in ran.err and "one at least 2" in ran.err, ran.err
+    assert not output.exists()
+
+
 # --------------------------------------------------------------------------------------------------------------
 # full attention: no table limit
 
@@ -433,8 +472,6 @@ def test_validate_cli_judges_a_changed_attention_against_nemo_switched_the_same_
     """validate of an --attention local export: graph fidelity against NeMo running that same local attention (its
     references cached apart from the checkpoint's own), the comparison with the full-attention export reported."""
     import json
-
-    from helpers import run_cli
 
     # a window of 1.4 s on a model that memorised 3 s utterances: sherpa-onnx's front end flips some near-ties
     # (measured: 85% exact match with NeMo), so the transcript threshold is lowered; the graphs must still agree

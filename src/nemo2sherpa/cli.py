@@ -93,8 +93,11 @@ def _context(value: str | None) -> tuple[int, int] | None:
         left, right = (int(v) for v in value.split(","))
     except ValueError:
         raise click.BadParameter("two integers, left,right (e.g. 128,128)") from None
-    if left < 1 or right < 0:
-        raise click.BadParameter("left must be >= 1 and right >= 0 frames")
+    from nemo2sherpa.convert.local_attention import context_problem  # no torch: the rule only
+
+    problem = context_problem(left, right)
+    if problem:
+        raise click.BadParameter(problem)
     return left, right
 
 

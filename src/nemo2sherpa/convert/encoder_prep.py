@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from nemo2sherpa.convert.local_attention import context_problem
 from nemo2sherpa.errors import UserError
 from nemo2sherpa.facts import ModelFacts
 
@@ -67,9 +68,9 @@ def target_attention(trained: str, trained_context: tuple[int, int], request: At
         raise UserError.about(source, "has full attention; --context needs --attention local")
     context = request.context or (trained_context if trained == LOCAL else DEFAULT_LOCAL_CONTEXT)
     left, right = (int(c) for c in context)
-    if min(left, right) < 0 or max(left, right) < 2:
-        raise UserError(f"--context {left},{right}: both must be >= 0 and one at least 2 "
-                        "(NeMo's local attention does not run with a window of 0 or 1)")
+    problem = context_problem(left, right)
+    if problem:
+        raise UserError(f"--{problem}") if request.context else UserError.about(source, f"was trained with a {problem}")
     return LOCAL, (left, right)
 
 

@@ -136,14 +136,25 @@ def _export_only_forward(self, query, key, value, pad_mask, pos_emb, cache=None)
     return getattr(self, _PATCHED)(query=query, key=key, value=value, pad_mask=pad_mask, pos_emb=pos_emb, cache=cache)
 
 
+def context_problem(left: int, right: int) -> str | None:
+    """What is wrong with a local-attention window of `left`, `right` frames, or None.
+
+    The one rule for a window asked for on the command line and one read from a checkpoint: NeMo's Longformer
+    attention fails in PyTorch when the wider side is 0 or 1 frames (its chunks of 2w are then empty), so such a
+    window can be neither trained nor checked against NeMo.
+    """
+    if min(left, right) < 0 or max(left, right) < 2:
+        return (f"context {left},{right}: both must be >= 0 and one at least 2 "
+                "(NeMo's local attention does not run with a window of 0 or 1)")
+    return None
+
+
 def unsupported_reason(module: Any) -> str | None:
     """Why a local-attention module cannot be exported this way, or None."""
     if int(getattr(module, "global_tokens", 0) or 0) > 0:
         return "local attention with global tokens is not supported"
     left, right = (int(c) for c in module.att_context_size[:2])
-    if min(left, right) < 0 or max(left, right) <= 0:
-        return f"local attention context [{left}, {right}] is not valid (both >= 0, one > 0)"
-    return None
+    return context_problem(left, right)
 
 
 def install_export_forward(module: Any) -> Any:
