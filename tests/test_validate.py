@@ -51,6 +51,15 @@ def test_report_files_exist_and_parse(validated):
     assert (directory / "decode_time.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_speed_reports_the_decoding_process_memory(validated):
+    """Peak resident memory of sherpa-onnx's process, measured in that process: at least the model's graphs."""
+    speed = validated.report["checks"]["speed"]
+    graphs = sum(p.stat().st_size for p in validated.report_dir.parent.glob("*.onnx"))
+    assert speed["peak_rss_bytes"]["cpu"] > graphs
+    assert speed["gpu_peak_bytes"] == {}
+    assert "Peak resident memory of the decoding process: cpu" in (validated.report_dir / "report.md").read_text()
+
+
 def test_an_export_that_claims_long_input_is_validated_beyond_400_s(validated):
     """The fixture's manifest claims no length limit: validate adds a 450 s input and judges it against NeMo."""
     long = validated.report["checks"]["long_audio"]

@@ -634,6 +634,25 @@ def loaded_runtime() -> LoadedRuntime:
     return report
 
 
+_NVIDIA_LIBRARY = re.compile(r"lib(cudart|cublas|cublasLt|cudnn)\w*\.so")
+
+
+def provider_evidence() -> dict[str, Any]:
+    """What this process shows of the execution providers: whether onnxruntime's CUDA provider library is mapped
+    (onnxruntime loads it only to create a CUDA session, so after a CUDA run it is the proof the provider started),
+    the NVIDIA libraries mapped, and the provider list of the onnxruntime Python package when it was imported
+    (onnxruntime-gpu on the CUDA path; never imported here, since that would map a second onnxruntime core)."""
+    names = [Path(p).name for p in _mapped_files()]
+    evidence: dict[str, Any] = {
+        "cuda_provider_loaded": CUDA_PROVIDER_LIBRARY in names,
+        "nvidia_libraries_loaded": sorted({n for n in names if _NVIDIA_LIBRARY.match(n)}),
+    }
+    module = sys.modules.get("onnxruntime")
+    if module is not None and hasattr(module, "get_available_providers"):
+        evidence["onnxruntime_available_providers"] = list(module.get_available_providers())
+    return evidence
+
+
 def loaded_runtime_summary() -> dict[str, Any]:
     """:func:`loaded_runtime` as a JSON-ready dict for a results file (onnxruntime_* names for the core facts)."""
     data = asdict(loaded_runtime())

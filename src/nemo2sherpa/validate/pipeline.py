@@ -102,7 +102,9 @@ def validate(options: ValidateOptions, progress: Progress | None = None) -> Vali
             checks["speed"] = speed.summarize(
                 [speed.ProviderTimes(p, runs[p].load_seconds,
                                      {length: runs[p].median(speed.bucket_name(length))
-                                      for length in options.speed_lengths})
+                                      for length in options.speed_lengths},
+                                     peak_rss_bytes=runs[p].peak_rss_bytes,
+                                     gpu_peak_bytes=(runs[p].gpu_memory or {}).get("peak_above_baseline_bytes"))
                  for p in usable], options.threads, options.repeats)
         else:
             checks["speed"] = CheckResult.skipped("speed", "not requested (--no-speed)" if not options.measure_speed
@@ -314,6 +316,8 @@ def _providers_check(options, clips, runs) -> CheckResult:
         run = runs[provider]
         info: dict[str, Any] = {"available": run.ok and not run.fallback_to_cpu,
                                 "runtime": _describe_runtime(run.runtime), "reason": None}
+        if provider == "cuda" and run.ok:
+            info["evidence"] = _cuda_evidence(run)
         if not run.ok:
             info["reason"] = run.error
             check.fail(f"{provider}: {run.error}")
@@ -326,6 +330,11 @@ def _providers_check(options, clips, runs) -> CheckResult:
                        "reported. Install onnxruntime-gpu matching your CUDA with its CUDA/cuDNN libraries "
                        "(pip install 'onnxruntime-gpu[cuda,cudnn]'; nemo2sherpa routes sherpa-onnx through it) or a "
                        "CUDA build of sherpa-onnx")
+        elif provider == "cuda" and not info["evidence"]["cuda_provider_loaded"]:
+            info["available"] = False
+            info["reason"] = "onnxruntime's CUDA provider library was never loaded"
+            check.fail("cuda: sherpa-onnx reported no fall back, but onnxruntime's CUDA provider library was never "
+                       "loaded in its process: no CUDA figures are reported")
         check.details[provider] = info
     if all(p in runs and runs[p].ok and not runs[p].fallback_to_cpu for p in ("cpu", "cuda")) \
             and set(options.providers) >= {"cpu", "cuda"}:
@@ -336,6 +345,16 @@ def _providers_check(options, clips, runs) -> CheckResult:
             check.fail(f"CPU and CUDA transcripts are identical on only {same:.0%} of utterances "
                        f"(minimum {options.min_provider_agreement:.0%})")
     return check
+
+
+def _cuda_evidence(run) -> dict[str, Any]:
+    """What shows that a CUDA run really ran on the GPU (reports get published: no paths)."""
+    runtime, memory = run.runtime, run.gpu_memory or {}
+    return {"cuda_provider_loaded": bool(runtime.get("cuda_provider_loaded")),
+            "onnxruntime_available_providers": runtime.get("onnxruntime_available_providers"),
+            "nvidia_libraries_loaded": runtime.get("nvidia_libraries_loaded"),
+            "gpu_memory": {k: memory.get(k) for k in ("available", "reason", "device", "peak_above_baseline_bytes",
+                                                      "process_peak_bytes")} if memory else None}
 
 
 def _strip_source_paths(message: str) -> str:

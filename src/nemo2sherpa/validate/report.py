@@ -48,6 +48,29 @@ def _pct(rate: Any) -> str:
     return "-" if rate is None else f"{100 * rate:.1f}%"
 
 
+def _gb(value: Any) -> str:
+    return "-" if value is None else f"{value / 1e9:.2f} GB"
+
+
+def _cuda_evidence_lines(evidence: dict[str, Any] | None) -> list[str]:
+    """Why the CUDA figures are GPU figures: the provider library loaded, the provider list, GPU memory used."""
+    if not evidence:
+        return []
+    lines = [f"  - onnxruntime's CUDA provider library loaded in sherpa-onnx's process: "
+             f"{'yes' if evidence.get('cuda_provider_loaded') else 'no'}"]
+    if evidence.get("onnxruntime_available_providers"):
+        lines.append(f"  - onnxruntime's providers: {', '.join(evidence['onnxruntime_available_providers'])}")
+    memory = evidence.get("gpu_memory") or {}
+    if memory.get("available"):
+        own = f", {_gb(memory['process_peak_bytes'])} by the process itself" if memory.get("process_peak_bytes") \
+            else ""
+        lines.append(f"  - GPU memory in use while it ran ({memory.get('device')}): "
+                     f"{_gb(memory.get('peak_above_baseline_bytes'))} above the idle device{own}")
+    elif memory:
+        lines.append(f"  - GPU memory: not measured ({memory.get('reason')})")
+    return lines
+
+
 def render_markdown(report: dict[str, Any]) -> str:
     checks = report["checks"]
     lines = [f"# Validation of `{report['model_dir']}` ({report['variant']})", ""]
@@ -106,6 +129,7 @@ def render_markdown(report: dict[str, Any]) -> str:
             state = "available" if info.get("available") else f"NOT available: {info.get('reason')}"
             runtime = f" ({info['runtime']})" if info.get("runtime") else ""
             lines.append(f"- {provider}: {state}{runtime}")
+            lines += _cuda_evidence_lines(info.get("evidence"))
         if providers.get("cpu_cuda_exact_match_rate") is not None:
             lines.append(f"- CPU and CUDA transcripts identical on {_pct(providers['cpu_cuda_exact_match_rate'])}")
         lines.append("")
@@ -127,6 +151,12 @@ def render_markdown(report: dict[str, Any]) -> str:
         lines.append("")
         loads = ", ".join(f"{p} {_fmt(s, 2)} s" for p, s in speed.get("load_seconds", {}).items())
         lines.append(f"Model load: {loads}.")
+        memory = ", ".join(f"{p} {_gb(b)}" for p, b in (speed.get("peak_rss_bytes") or {}).items() if b)
+        if memory:
+            lines.append(f"Peak resident memory of the decoding process: {memory}.")
+        gpu = ", ".join(f"{p} {_gb(b)}" for p, b in (speed.get("gpu_peak_bytes") or {}).items() if b is not None)
+        if gpu:
+            lines.append(f"Peak GPU memory in use (above the idle device): {gpu}.")
         if "cuda" in providers_timed:
             lines.append(f"Break-even (CUDA faster from): {_fmt(speed.get('break_even_seconds'), 2)} s; "
                          f"recommended: CUDA for audio of at least "

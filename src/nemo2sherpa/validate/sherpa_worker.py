@@ -55,6 +55,8 @@ class SherpaRun:
     load_seconds: float | None = None
     transcripts: dict[str, dict[str, Any]] = field(default_factory=dict)
     timings: dict[str, list[float]] = field(default_factory=dict)
+    peak_rss_bytes: int | None = None  # the decoding process's peak resident memory (load and every decode)
+    gpu_memory: dict[str, Any] = field(default_factory=dict)  # GpuMemory.to_dict() of a CUDA run
 
     def median(self, name: str) -> float | None:
         values = self.timings.get(name)
@@ -86,9 +88,33 @@ def run_sherpa(request: SherpaRequest, clips: dict[str, Clip], timeout: float = 
 
 def _child(request: SherpaRequest) -> SherpaRun:
     from nemo2sherpa.validate import ort_runtime
-    from nemo2sherpa.validate.sherpa_runner import GraphPaths, make_recognizer
+    from nemo2sherpa.validate.gpu_memory import GpuMemorySampler
 
     run = SherpaRun(provider=request.provider, ok=False)
+    if request.provider == "cuda":
+        with GpuMemorySampler() as sampler:
+            _decode_all(request, run, ort_runtime)
+        run.gpu_memory = sampler.result.to_dict()
+    else:
+        _decode_all(request, run, ort_runtime)
+    run.peak_rss_bytes = _peak_rss_bytes()
+    run.ok = True
+    return run
+
+
+def _peak_rss_bytes() -> int | None:
+    try:
+        import resource
+    except ImportError:  # not on this platform
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak) * (1 if sys.platform == "darwin" else 1024)  # bytes on macOS, KiB on Linux
+
+
+def _decode_all(request: SherpaRequest, run: SherpaRun, ort_runtime) -> None:
+    """Load the recognizer and run every transcription and timing asked for, filling `run`."""
+    from nemo2sherpa.validate.sherpa_runner import GraphPaths, make_recognizer
+
     if request.runtime_library:
         info = ort_runtime.sherpa_runtime_info()
         shim = ort_runtime.build_shim(Path(request.runtime_library), info.required_symbol_version)
@@ -130,8 +156,8 @@ def _child(request: SherpaRequest) -> SherpaRun:
             decode(audio[name])
             times.append(round(time.perf_counter() - start, 5))
         run.timings[name] = times
-    run.ok = True
-    return run
+    # onnxruntime maps its CUDA provider library only when a CUDA session is created: checked after the decodes
+    run.runtime.update(ort_runtime.provider_evidence())
 
 
 def main(argv: list[str]) -> None:

@@ -42,6 +42,8 @@ class ProviderTimes:
     provider: str
     load_seconds: float | None
     decode_seconds: dict[float, float]  # length -> median decode time
+    peak_rss_bytes: int | None = None  # the decoding process's peak resident memory
+    gpu_peak_bytes: int | None = None  # GPU memory in use above what it was before the model loaded
 
 
 def break_even(lengths: Sequence[float], cpu: Sequence[float], gpu: Sequence[float]) -> float | None:
@@ -89,6 +91,8 @@ def summarize(times: list[ProviderTimes], threads: int, repeats: int) -> CheckRe
         "threads": threads,
         "repeats": repeats,
         "load_seconds": {p: t.load_seconds for p, t in by_provider.items()},
+        "peak_rss_bytes": {p: t.peak_rss_bytes for p, t in by_provider.items()},
+        "gpu_peak_bytes": {p: t.gpu_peak_bytes for p, t in by_provider.items() if p != "cpu"},
         "buckets": buckets,
         "break_even_seconds": None,
         "recommended_gpu_min_seconds": None,

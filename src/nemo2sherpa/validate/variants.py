@@ -123,6 +123,9 @@ def cuda_placement(graph: Path, feeds: Mapping[str, np.ndarray], runs: int = 2) 
 
     if "CUDAExecutionProvider" not in ort.get_available_providers():
         return {"measured": False, "reason": "this onnxruntime has no CUDAExecutionProvider (install onnxruntime-gpu)"}
+    from nemo2sherpa.validate.ort_runtime import preload_cuda_libraries
+
+    preload_cuda_libraries()  # NVIDIA's pip libraries: without them the CUDA session cannot start
     with tempfile.TemporaryDirectory(prefix="nemo2sherpa-profile-") as scratch:
         options = ort.SessionOptions()
         options.enable_profiling = True

@@ -1,0 +1,51 @@
+"""What makes validate call a CUDA run a CUDA run: sherpa-onnx's silence is not enough, the provider must have loaded.
+
+These run without a GPU: the evidence is read from the process (its mapped libraries, NVML), and a run that lacks it
+is refused whatever its log says.
+"""
+
+from __future__ import annotations
+
+from nemo2sherpa.validate import ort_runtime
+from nemo2sherpa.validate.gpu_memory import GpuMemorySampler
+from nemo2sherpa.validate.pipeline import ValidateOptions, _providers_check
+from nemo2sherpa.validate.report import _cuda_evidence_lines
+from nemo2sherpa.validate.sherpa_worker import SherpaRun
+
+
+def test_provider_evidence_reads_this_process():
+    evidence = ort_runtime.provider_evidence()
+    # no CUDA session was ever created in the test process, so the CUDA provider library cannot be mapped
+    assert evidence["cuda_provider_loaded"] is False
+    assert isinstance(evidence["nvidia_libraries_loaded"], list)
+
+
+def test_gpu_memory_without_a_gpu_says_why():
+    with GpuMemorySampler() as sampler:
+        pass
+    result = sampler.result
+    assert result.available is False
+    assert result.reason and ("NVML" in result.reason or "nvidia-ml-py" in result.reason)
+    assert result.peak_above_baseline_bytes is None
+
+
+def _run(provider: str, loaded: bool) -> SherpaRun:
+    return SherpaRun(provider=provider, ok=True, log="", runtime={"cuda_provider_loaded": loaded},
+                     transcripts={"a": {"text": "hello world"}}, gpu_memory={"available": False, "reason": "NVML: x"})
+
+
+def test_a_cuda_run_without_the_cuda_provider_loaded_fails():
+    options = ValidateOptions(directory=__import__("pathlib").Path("."), providers=("cpu", "cuda"))
+    clips = [type("Clip", (), {"name": "a"})()]
+    check = _providers_check(options, clips, {"cpu": _run("cpu", False), "cuda": _run("cuda", False)})
+    assert check.status == "failed"
+    assert check.details["cuda"]["available"] is False
+    assert "CUDA provider library was never loaded" in " ".join(check.problems)
+
+    proven = _providers_check(options, clips, {"cpu": _run("cpu", False), "cuda": _run("cuda", True)})
+    assert proven.status == "passed", proven.problems
+    assert proven.details["cuda"]["evidence"]["cuda_provider_loaded"] is True
+    assert proven.details["cpu_cuda_exact_match_rate"] == 1.0
+    lines = _cuda_evidence_lines(proven.details["cuda"]["evidence"])
+    assert any("CUDA provider library loaded in sherpa-onnx's process: yes" in line for line in lines)
+    assert any("GPU memory: not measured (NVML: x)" in line for line in lines)
