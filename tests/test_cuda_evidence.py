@@ -6,6 +6,8 @@ is refused whatever its log says.
 
 from __future__ import annotations
 
+import pytest
+
 from nemo2sherpa.validate import ort_runtime
 from nemo2sherpa.validate.gpu_memory import GpuMemorySampler
 from nemo2sherpa.validate.pipeline import ValidateOptions, _providers_check
@@ -49,3 +51,42 @@ def test_a_cuda_run_without_the_cuda_provider_loaded_fails():
     lines = _cuda_evidence_lines(proven.details["cuda"]["evidence"])
     assert any("CUDA provider library loaded in sherpa-onnx's process: yes" in line for line in lines)
     assert any("GPU memory: not measured (NVML: x)" in line for line in lines)
+
+
+def _manifest(fixture_manifest: dict, kind: str | None, heads: int | None):
+    from nemo2sherpa.manifest import Manifest
+
+    data = __import__("copy").deepcopy(fixture_manifest)
+    data["model"]["architecture"]["attention_heads"] = heads
+    if kind is None:
+        data["export"].pop("attention", None)
+    else:
+        data["export"]["attention"] = {**data["export"].get("attention", {}), "kind": kind}
+    return Manifest.from_dict(data)
+
+
+@pytest.mark.nemo
+def test_cuda_length_limit_of_full_attention(fixture_dir):
+    """8 heads (every Parakeet): 11585 frames of 80 ms, the 926 s between the 900 s that decoded on an H200 and the
+    960 s that aborted; local attention and exports that do not say have no such limit."""
+    import json
+    import math
+
+    from nemo2sherpa.validate.long_audio import cuda_limit_seconds
+
+    base = json.loads((fixture_dir / "manifest.json").read_text())
+    assert cuda_limit_seconds(None) == math.inf
+    assert cuda_limit_seconds(_manifest(base, "full", 8)) == 11585 * 0.08
+    assert cuda_limit_seconds(_manifest(base, "full", 2)) > 2 * 900  # fewer heads, longer inputs
+    assert cuda_limit_seconds(_manifest(base, "local", 8)) == math.inf
+    assert cuda_limit_seconds(_manifest(base, None, 8)) == math.inf
+
+
+def test_routing_advice_in_words():
+    from nemo2sherpa.validate.report import _routing_line
+
+    assert "run it on the CPU" in _routing_line({"recommended_gpu_min_seconds": None, "break_even_seconds": None})
+    everywhere = _routing_line({"recommended_gpu_min_seconds": 2.0, "break_even_seconds": 0.0})
+    assert "every measured length (from 2 s)" in everywhere
+    split = _routing_line({"recommended_gpu_min_seconds": 10.0, "break_even_seconds": 7.5})
+    assert "7.50 s" in split and "at least 10 s" in split

@@ -263,3 +263,19 @@ def test_profile_summary_names_cpu_kernels_under_cuda():
     assert fallback["falls_back"] is True
     assert fallback["cpu_compute_ops"] == {"DynamicQuantizeLinear": 1, "ConvInteger": 1}
     assert fallback["cpu_time_share"] == 0.9
+
+
+def test_small_nodes_onnxruntime_places_on_cpu_are_not_a_fallback():
+    """Seen on an H200 (onnxruntime-gpu 1.31.1): fp32 and fp16 encoders run two Neg and two Transpose on CPU, 0.1-0.4%
+    of kernel time. That is onnxruntime's own placement, not a variant that belongs on CPU."""
+    from nemo2sherpa.validate.variants import summarize_profile
+
+    def event(provider, op, dur):
+        return {"cat": "Node", "name": f"{op}_kernel_time", "dur": dur, "args": {"provider": provider, "op_name": op}}
+
+    small = summarize_profile([event("CUDAExecutionProvider", "MatMul", 9990), event("CPUExecutionProvider", "Neg", 5),
+                               event("CPUExecutionProvider", "Transpose", 5)])
+    assert small["cpu_compute_ops"] == {"Neg": 1, "Transpose": 1} and small["falls_back"] is False
+    heavy = summarize_profile([event("CUDAExecutionProvider", "MatMul", 700),
+                               event("CPUExecutionProvider", "Transpose", 300)])
+    assert heavy["falls_back"] is True and heavy["ops_without_cuda_kernel"] == {}

@@ -14,7 +14,7 @@ of a model of this architecture. They are not the exported weights: a directory 
     python bench/gpu/seeded_weights.py strip MODEL_DIR STRIPPED_DIR      # here, after convert --random-weights
     python bench/gpu/seeded_weights.py restore STRIPPED_DIR MODEL_DIR    # anywhere: numpy and onnx only
 
-Needs numpy and onnx, nothing of nemo2sherpa, so it runs on a machine that has only the Python standard stack.
+Needs numpy, onnx and nemo2sherpa's base package (no NeMo, no torch, no onnxruntime).
 """
 
 from __future__ import annotations
@@ -31,25 +31,14 @@ from pathlib import Path
 
 import numpy as np
 
+from nemo2sherpa.onnx_graph import external_array, graph_tensors
+
 FORMAT = "nemo2sherpa-seeded-weights"
 SPEC_NAME = "seeded.json"
 MANIFEST_NAME = "manifest.json"
 MIN_ELEMENTS = 16384  # smaller tensors (biases, norms, shape constants) travel as they are
 ALIGNMENT = 4096  # page-aligned offsets, as convert writes them (onnxruntime can map them)
 _SUPPORTED = {"float32", "float16", "int8", "uint8"}
-
-
-def _graph_tensors(graph):
-    """Initializers and tensor attributes (Constant values) of a graph and its subgraphs."""
-    from onnx import AttributeProto
-
-    yield from graph.initializer
-    for node in graph.node:
-        for attribute in node.attribute:
-            if attribute.type == AttributeProto.TENSOR:
-                yield attribute.t
-            elif attribute.type == AttributeProto.GRAPH:
-                yield from _graph_tensors(attribute.g)
 
 
 def _tensor_values(tensor, directory: Path) -> np.ndarray:
@@ -59,14 +48,8 @@ def _tensor_values(tensor, directory: Path) -> np.ndarray:
 
     if not uses_external_data(tensor):
         return numpy_helper.to_array(tensor)
-    from onnx import helper
-
-    info = ExternalDataInfo(tensor)
-    dtype = helper.tensor_dtype_to_np_dtype(tensor.data_type)
-    count = int(np.prod(tensor.dims)) if len(tensor.dims) else 1
-    with open(directory / info.location, "rb") as stream:
-        stream.seek(int(info.offset or 0))
-        return np.fromfile(stream, dtype=dtype, count=count).reshape(tuple(tensor.dims))
+    with open(directory / ExternalDataInfo(tensor).location, "rb") as stream:
+        return external_array(tensor, stream)
 
 
 def _set_external(tensor, location: str, offset: int, length: int) -> None:
@@ -106,7 +89,7 @@ def strip(source: Path, target: Path, min_elements: int = MIN_ELEMENTS) -> dict:
     for graph_file in graphs:
         model = onnx.load(str(source / graph_file), load_external_data=False)
         weights, offset = _weights_name(graph_file), 0
-        for tensor in _graph_tensors(model.graph):
+        for tensor in graph_tensors(model.graph):
             values = _tensor_values(tensor, source)
             dtype = str(values.dtype)
             if values.size < min_elements or dtype not in _SUPPORTED:

@@ -68,6 +68,25 @@ def supported_seconds(manifest) -> float:
     return math.inf if value is None else float(value)
 
 
+# onnxruntime's CUDA kernels index tensors with 32 bits. A full-attention encoder aborts its process (CUDA error 700,
+# an illegal memory access) once its heads x T x (2T - 1) position scores pass 2^31 elements, which is also where the
+# heads x T x T float32 attention scores pass 2^32 bytes: heads x T^2 = 2^30. Measured on an H200 with
+# onnxruntime-gpu 1.31.1: the 0.6B and 110M (8 heads) decode 900 s and abort at 960 s and 1200 s, in the fused and in
+# the --no-optimize encoder alike; this bound is 926 s for them.
+CUDA_HEADS_FRAMES_SQUARED = 2 ** 30
+
+
+def cuda_limit_seconds(manifest) -> float:
+    """The longest input a full-attention export can decode under onnxruntime's CUDA provider; math.inf for local
+    attention (its tensors grow linearly) and when the manifest does not say."""
+    if manifest is None or attention_of(manifest).get("kind") != "full":
+        return math.inf
+    heads = manifest.model.architecture.attention_heads
+    if not heads:
+        return math.inf
+    return math.isqrt(CUDA_HEADS_FRAMES_SQUARED // heads) * frame_seconds(manifest)
+
+
 def claims_long_input(manifest) -> bool:
     return supported_seconds(manifest) > plain_limit_seconds(manifest)
 

@@ -15,7 +15,7 @@ from nemo2sherpa.progress import Progress
 from nemo2sherpa.validate import fidelity, speed, transcripts
 from nemo2sherpa.validate.audio import Clip, clips_from_files, read_dataset
 from nemo2sherpa.validate.contract_check import ModelSpec, check_contract
-from nemo2sherpa.validate.long_audio import long_input_clip
+from nemo2sherpa.validate.long_audio import cuda_limit_seconds, long_input_clip
 from nemo2sherpa.validate.model_dir import ModelDir, open_model_dir
 from nemo2sherpa.validate.report import CHECK_ORDER, FORMAT, FORMAT_VERSION, write_report
 from nemo2sherpa.validate.results import PASSED, SKIPPED, CheckResult
@@ -86,7 +86,7 @@ def validate(options: ValidateOptions, progress: Progress | None = None) -> Vali
         with progress.stage("compare graphs with NeMo"):
             checks["graph_fidelity"] = _graph_fidelity(options, model, spec, clips, references, reference_kind,
                                                        nemo, reason)
-        runs = _run_sherpa(options, model, spec, clips, sample_rate, progress)
+        runs, cuda_skipped = _run_sherpa(options, model, spec, clips, sample_rate, progress)
         checks["providers"] = _providers_check(options, clips, runs)
         usable = [p for p in options.providers if runs[p].ok and not runs[p].fallback_to_cpu]
         rows = [transcripts.TranscriptRow(
@@ -102,10 +102,14 @@ def validate(options: ValidateOptions, progress: Progress | None = None) -> Vali
             checks["speed"] = speed.summarize(
                 [speed.ProviderTimes(p, runs[p].load_seconds,
                                      {length: runs[p].median(speed.bucket_name(length))
-                                      for length in options.speed_lengths},
+                                      for length in options.speed_lengths
+                                      if runs[p].median(speed.bucket_name(length)) is not None},
                                      peak_rss_bytes=runs[p].peak_rss_bytes,
                                      gpu_peak_bytes=(runs[p].gpu_memory or {}).get("peak_above_baseline_bytes"))
                  for p in usable], options.threads, options.repeats)
+            if cuda_skipped:
+                checks["speed"].details["cuda_length_limit_seconds"] = round(cuda_limit_seconds(model.manifest), 1)
+                checks["speed"].details["cuda_skipped_lengths"] = cuda_skipped
         else:
             checks["speed"] = CheckResult.skipped("speed", "not requested (--no-speed)" if not options.measure_speed
                                                   else "sherpa-onnx did not run")
@@ -288,26 +292,32 @@ def _runtime_for(provider: str) -> tuple[str | None, str | None]:
 
 
 def _run_sherpa(options, model, spec: ModelSpec, clips, sample_rate, progress):
+    """sherpa-onnx on each provider; returns the runs and the speed lengths left out on CUDA because a
+    full-attention encoder cannot run them there (long_audio.cuda_limit_seconds)."""
     from nemo2sherpa.validate.sherpa_worker import SherpaRequest, SherpaRun, run_sherpa
 
     buckets = speed.make_bucket_clips(clips, options.speed_lengths, sample_rate) if options.measure_speed else {}
     audio = {**{c.name: c for c in clips}, **buckets}
+    cuda_limit = cuda_limit_seconds(model.manifest)
+    cuda_skipped = [length for length in options.speed_lengths if length > cuda_limit] \
+        if "cuda" in options.providers and options.measure_speed else []
     runs = {}
     for provider in options.providers:
         library, reason = _runtime_for(provider)
         if reason:
             runs[provider] = SherpaRun(provider=provider, ok=False, error=reason)
             continue
+        timed = [name for name, clip in buckets.items() if provider != "cuda" or clip.seconds <= cuda_limit]
         request = SherpaRequest(
             encoder=str(model.encoder), decoder=str(model.decoder), joiner=str(model.joiner),
             tokens=str(model.tokens), provider=provider, threads=options.threads, sample_rate=sample_rate,
             feature_dim=spec.feat_dim,
-            transcribe=[c.name for c in clips], speed=list(buckets), repeats=options.repeats,
+            transcribe=[c.name for c in clips], speed=timed, repeats=options.repeats,
             runtime_library=library)
         with progress.stage(f"sherpa-onnx on {provider}: {len(clips)} clips"
-                            + (f", {len(buckets)} speed buckets x {options.repeats}" if buckets else "")):
+                            + (f", {len(timed)} speed buckets x {options.repeats}" if timed else "")):
             runs[provider] = run_sherpa(request, audio)
-    return runs
+    return runs, cuda_skipped
 
 
 def _providers_check(options, clips, runs) -> CheckResult:

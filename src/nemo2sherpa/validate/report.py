@@ -52,6 +52,19 @@ def _gb(value: Any) -> str:
     return "-" if value is None else f"{value / 1e9:.2f} GB"
 
 
+def _routing_line(speed: dict[str, Any]) -> str:
+    """Where to send audio by length, in words: the measured break-even and the shortest length from which CUDA
+    wins at every longer one."""
+    threshold, crossing = speed.get("recommended_gpu_min_seconds"), speed.get("break_even_seconds")
+    if threshold is None:
+        return "CUDA was not faster at any measured length for this model: run it on the CPU."
+    if crossing == 0.0:
+        return (f"CUDA was faster at every measured length (from {threshold:g} s): send everything to the GPU, "
+                "or measure shorter lengths with --speed-lengths.")
+    return (f"Break-even (CUDA faster from): {_fmt(crossing, 2)} s; recommended: CUDA for audio of at least "
+            f"{threshold:g} s, CPU below.")
+
+
 def _cuda_evidence_lines(evidence: dict[str, Any] | None) -> list[str]:
     """Why the CUDA figures are GPU figures: the provider library loaded, the provider list, GPU memory used."""
     if not evidence:
@@ -158,9 +171,12 @@ def render_markdown(report: dict[str, Any]) -> str:
         if gpu:
             lines.append(f"Peak GPU memory in use (above the idle device): {gpu}.")
         if "cuda" in providers_timed:
-            lines.append(f"Break-even (CUDA faster from): {_fmt(speed.get('break_even_seconds'), 2)} s; "
-                         f"recommended: CUDA for audio of at least "
-                         f"{_fmt(speed.get('recommended_gpu_min_seconds'), 1)} s, CPU below.")
+            lines.append(_routing_line(speed))
+        if speed.get("cuda_skipped_lengths"):
+            lines.append(f"Not run on CUDA: {', '.join(f'{s:g} s' for s in speed['cuda_skipped_lengths'])}. A "
+                         f"full-attention encoder decodes at most {speed['cuda_length_limit_seconds']:.0f} s under "
+                         "onnxruntime's CUDA provider (beyond, its attention tensors pass 32-bit indexing and the "
+                         "process aborts); convert with --attention local for longer audio on a GPU.")
         lines += ["", f"![decode time]({PLOT})", ""]
     lines += _precision_section(checks.get("precision"))
     from nemo2sherpa.validate.long_audio import markdown_lines
