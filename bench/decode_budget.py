@@ -45,12 +45,12 @@ PRODUCTS = ("MatMul", "FusedMatMul", "Gemm", "Conv", "FusedConv", "MultiHeadAtte
 
 def sherpa_decode(directory: Path, seconds: float, runs: int, threads: int) -> dict:
     from nemo2sherpa.validate.audio import Clip
+    from nemo2sherpa.validate.model_dir import open_model_dir
     from nemo2sherpa.validate.sherpa_worker import SherpaRequest, run_sherpa
 
     audio = speech(seconds, directory.parent / f"speech-{int(seconds)}s.wav")
-    request = SherpaRequest(encoder=str(directory / "encoder.onnx"), decoder=str(directory / "decoder.onnx"),
-                            joiner=str(directory / "joiner.onnx"), tokens=str(directory / "tokens.txt"),
-                            threads=threads, transcribe=["speech"], speed=["speech"], warmup=1, repeats=runs)
+    request = SherpaRequest.for_model(open_model_dir(directory), threads=threads, transcribe=["speech"],
+                                      speed=["speech"], warmup=1, repeats=runs)
     run = run_sherpa(request, {"speech": Clip(name="speech", audio=audio, sample_rate=16000)})
     if not run.ok:
         raise SystemExit(f"sherpa-onnx failed: {run.error}")
@@ -80,16 +80,13 @@ def encoder_and_greedy(directory: Path, seconds: float, runs: int, threads: int)
     import onnxruntime as ort
 
     from nemo2sherpa.validate.contract_check import check_contract
-    from nemo2sherpa.validate.greedy import GraphTransducer
     from nemo2sherpa.validate.model_dir import open_model_dir
 
     model = open_model_dir(directory)
     _, spec = check_contract(model)
     if spec is None:
         raise SystemExit(f"{directory}: not a directory sherpa-onnx can load (nemo2sherpa validate says why)")
-    graphs = GraphTransducer(model.encoder, model.decoder, model.joiner, vocab_size=spec.vocab_size,
-                             durations=spec.durations, pred_rnn_layers=spec.pred_rnn_layers,
-                             pred_hidden=spec.pred_hidden, threads=threads)
+    graphs = model.family.graph_decoder(model.graphs, spec, threads=threads)
     features = np.random.default_rng(0).standard_normal((spec.feat_dim, int(seconds * 100))).astype(np.float32)
     graphs.encode(features)  # warm-up
     encoder_s, greedy_s = [], []
@@ -181,7 +178,7 @@ def layer_norm_ab(encoder: Path, seconds: float, runs: int, threads: int, work: 
     """The encoder as converted against the same graph with primitive normalisations, timed alternately."""
     import onnx
 
-    from nemo2sherpa.validate.greedy import make_session
+    from nemo2sherpa.families.common import make_session
 
     model = onnx.load(str(encoder), load_external_data=False)
     norms = [n for n in model.graph.node if n.op_type == "LayerNormalization"]

@@ -285,6 +285,7 @@ def each_rewrite(unoptimised: Path, work: Path, seconds: float, threads: int, ru
 def decode_rounds(directories: dict[str, Path], audio: np.ndarray, repeats: int, decodes: int,
                   threads: int, idle_wait_s: float) -> dict[str, dict]:
     from nemo2sherpa.validate.audio import Clip
+    from nemo2sherpa.validate.model_dir import open_model_dir
     from nemo2sherpa.validate.sherpa_worker import SherpaRequest, run_sherpa
 
     clip = Clip(name="speech", audio=audio, sample_rate=16000)
@@ -293,10 +294,8 @@ def decode_rounds(directories: dict[str, Path], audio: np.ndarray, repeats: int,
     for round_index in range(repeats):
         for name in names if round_index % 2 == 0 else names[::-1]:
             directory = directories[name]
-            request = SherpaRequest(encoder=str(directory / "encoder.onnx"), decoder=str(directory / "decoder.onnx"),
-                                    joiner=str(directory / "joiner.onnx"), tokens=str(directory / "tokens.txt"),
-                                    threads=threads, transcribe=["speech"], speed=["speech"], warmup=0,
-                                    repeats=decodes)
+            request = SherpaRequest.for_model(open_model_dir(directory), threads=threads, transcribe=["speech"],
+                                              speed=["speech"], warmup=0, repeats=decodes)
             waited = wait_for_idle(idle_wait_s) if idle_wait_s else 0.0
             run = run_sherpa(request, {"speech": clip})
             if not run.ok:

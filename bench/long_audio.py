@@ -94,10 +94,10 @@ def _audio(fixture: Path | None, seconds: float, sample_rate: int = 16000) -> np
 def _run(directory: Path, audio: np.ndarray, encoder_only: bool, threads: int, limit_gb: float) -> dict:
     from nemo2sherpa.manifest import read_manifest
     from nemo2sherpa.validate.child_decode import decode_in_child
+    from nemo2sherpa.validate.model_dir import open_model_dir
 
     mels = read_manifest(directory).model.architecture.mels or 80
-    result = decode_in_child(directory / "encoder.onnx", directory / "decoder.onnx", directory / "joiner.onnx",
-                             directory / "tokens.txt", audio, 16000, threads=threads, feature_dim=int(mels),
+    result = decode_in_child(open_model_dir(directory), audio, 16000, threads=threads, feature_dim=int(mels),
                              memory_limit_bytes=int(limit_gb * 2**30), encoder_only=encoder_only)
     seconds = len(audio) / 16000
     row = {"seconds": round(seconds, 1), "ok": result.ok, "decode_seconds": result.decode_seconds,

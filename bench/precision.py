@@ -45,6 +45,7 @@ def _names(precision: str) -> tuple[str, str, str]:
 def cmd_variant(args) -> None:
     from nemo2sherpa.convert import quantize
     from nemo2sherpa.convert.variants import write_variants
+    from nemo2sherpa.families import TRANSDUCER
     from nemo2sherpa.manifest import Variant
     from nemo2sherpa.progress import Progress
 
@@ -58,8 +59,8 @@ def cmd_variant(args) -> None:
         quantize.ENCODER_INT8 = quantize.Int8Options("QUInt8", const_b_only=not args.all_matmuls, conv=not args.no_conv)
     record: dict = {}
     started = time.perf_counter()
-    write_variants(out, Variant("encoder.onnx", "decoder.onnx", "joiner.onnx"), None, ("fp32", args.precision),
-                   Progress(), record=record)
+    write_variants(out, TRANSDUCER, Variant(TRANSDUCER.files()), None, ("fp32", args.precision), Progress(),
+                   record=record)
     seconds = time.perf_counter() - started
     sizes = {p.name: p.stat().st_size for p in out.iterdir() if f".{args.precision}." in p.name}
     print(json.dumps({"precision": args.precision, "seconds": round(seconds, 1),
@@ -76,11 +77,10 @@ def _speech(seconds: float) -> np.ndarray:
 
 
 def _recognizer(directory: Path, precision: str, threads: int, provider: str = "cpu"):
-    from nemo2sherpa.validate.sherpa_runner import GraphPaths, make_recognizer
+    from nemo2sherpa.validate.model_dir import open_model_dir
+    from nemo2sherpa.validate.sherpa_runner import make_recognizer
 
-    encoder, decoder, joiner = _names(precision)
-    return make_recognizer(GraphPaths.in_directory(directory, encoder, decoder, joiner), provider=provider,
-                           threads=threads)
+    return make_recognizer(open_model_dir(directory, precision), provider=provider, threads=threads)
 
 
 def _timing(wall: list[float], cpu: list[float]) -> dict:

@@ -80,7 +80,7 @@ def test_joiner_width_and_tokens_match_the_vocabulary(converted, checkpoints, ki
 
 @pytest.mark.parametrize("kind", list(KINDS))
 def test_graph_decode_on_nemo_features_gives_nemo_token_ids(converted, checkpoints, signal, kind):
-    from nemo2sherpa.validate.greedy import GraphTransducer
+    from nemo2sherpa.families.transducer import GraphTransducer
     from nemo2sherpa.validate.nemo_reference import NemoReference
 
     arch = checkpoints[kind].architecture
@@ -99,10 +99,11 @@ def test_graph_decode_on_nemo_features_gives_nemo_token_ids(converted, checkpoin
 
 @pytest.mark.parametrize("kind", list(KINDS))
 def test_sherpa_onnx_loads_and_decodes(converted, checkpoints, signal, kind):
-    from nemo2sherpa.validate.sherpa_runner import GraphPaths, make_recognizer, token_ids, transcribe
+    from nemo2sherpa.validate.model_dir import open_model_dir
+    from nemo2sherpa.validate.sherpa_runner import make_recognizer, token_ids, transcribe
 
     arch = checkpoints[kind].architecture
-    recognizer = make_recognizer(GraphPaths.in_directory(converted[kind]), feature_dim=arch.mels)
+    recognizer = make_recognizer(open_model_dir(converted[kind]), feature_dim=arch.mels)
     result = transcribe(recognizer, signal)
     pieces = read_tokens(converted[kind] / "tokens.txt")
     assert result.tokens, "sherpa-onnx decoded nothing"

@@ -24,8 +24,11 @@ def _set(path: str, value):
 
 
 CONFIG_REFUSALS = {
-    "ctc-only": (_set("target", "nemo.collections.asr.models.ctc_bpe_models.EncDecCTCModelBPE"),
-                 "EncDecCTCModelBPE is a CTC-only model"),
+    # a CTC model converts (tests/test_ctc.py); one whose head is not NeMo's ConvASRDecoder is refused
+    "ctc-with-a-transducer-decoder": (_set("target", "nemo.collections.asr.models.ctc_bpe_models.EncDecCTCModelBPE"),
+                                      "CTC decoder RNNTDecoder is not supported"),
+    "character-ctc": (_set("target", "nemo.collections.asr.models.ctc_models.EncDecCTCModel"),
+                      "EncDecCTCModel is a character-level CTC model"),
     "aed-canary": (_set("target", "nemo.collections.asr.models.aed_multitask_models.EncDecMultiTaskModel"),
                    "EncDecMultiTaskModel is an attention encoder-decoder"),
     "speaker-model": (_set("target", "nemo.collections.asr.models.label_models.EncDecSpeakerLabelModel"),
@@ -37,6 +40,14 @@ CONFIG_REFUSALS = {
     "foreign-target": (_set("encoder._target_", "os.system"), "config encoder._target_ names 'os.system'"),
     "unsupported-normalize": (_set("preprocessor.normalize", "all_features"), "preprocessor.normalize"),
 }
+
+
+@pytest.mark.parametrize("decoder, message", [("ctc", "--decoder ctc: EncDecRNNTBPEModel has no CTC head"),
+                                              ("both", "--decoder both needs a hybrid model")])
+def test_a_decoder_the_checkpoint_lacks_is_refused(checkpoints, tmp_path, capsys, decoder, message):
+    ran = run_cli(["convert", checkpoints["tdt-80"].checkpoint, "-o", tmp_path / "out", "--decoder", decoder], capsys)
+    assert_one_line_error(ran, checkpoints["tdt-80"].checkpoint.name, message)
+    assert not (tmp_path / "out").exists() and not leftovers(tmp_path, "out")
 
 
 @pytest.mark.parametrize("case", list(CONFIG_REFUSALS))

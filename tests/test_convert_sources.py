@@ -72,8 +72,9 @@ def test_large_graphs_keep_all_weights_in_one_external_file(checkpoints, convert
 
     from nemo2sherpa.convert import ConvertOptions, convert
     from nemo2sherpa.progress import SILENT
-    from nemo2sherpa.validate.greedy import GraphTransducer
-    from nemo2sherpa.validate.sherpa_runner import GraphPaths, make_recognizer, transcribe
+    from nemo2sherpa.families.transducer import GraphTransducer
+    from nemo2sherpa.validate.model_dir import open_model_dir
+    from nemo2sherpa.validate.sherpa_runner import make_recognizer, transcribe
 
     inline = converted["tdt-80"]
     external = convert(ConvertOptions(source=str(checkpoints["tdt-80"].checkpoint), output=tmp_path / "ext",
@@ -106,5 +107,5 @@ def test_large_graphs_keep_all_weights_in_one_external_file(checkpoints, convert
         outputs.append(graphs.encode(features)[0])
     np.testing.assert_array_equal(outputs[0], outputs[1])
 
-    texts = [transcribe(make_recognizer(GraphPaths.in_directory(d)), signal).tokens for d in (inline, external)]
+    texts = [transcribe(make_recognizer(open_model_dir(d)), signal).tokens for d in (inline, external)]
     assert texts[0] == texts[1] and texts[0]

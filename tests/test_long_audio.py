@@ -71,7 +71,7 @@ def _restore(checkpoint: Path, manifest=None):
 
 
 def _session(path: Path):
-    from nemo2sherpa.validate.greedy import make_session
+    from nemo2sherpa.families.common import make_session
 
     return make_session(path, threads=2)
 
@@ -103,7 +103,7 @@ def _fixture_clips(fixture: Path):
 
 
 def _graphs(directory: Path):
-    from nemo2sherpa.validate.greedy import GraphTransducer
+    from nemo2sherpa.families.transducer import GraphTransducer
 
     arch = read_manifest(directory).model.architecture
     return GraphTransducer(directory / "encoder.onnx", directory / "decoder.onnx", directory / "joiner.onnx",
@@ -118,7 +118,8 @@ def _graphs(directory: Path):
 def test_plain_export_of_local_attention_is_wrong_even_at_the_traced_length_and_the_self_check_refuses_it(tmp_path):
     import torch
 
-    from nemo2sherpa.convert.export import Probe, _export
+    from nemo2sherpa.convert.export import _export
+    from nemo2sherpa.families.base import Probe
     from nemo2sherpa.convert.loading import quiet_nemo
     from nemo2sherpa.convert.selfcheck import check_probes
 
@@ -183,7 +184,7 @@ def test_local_attention_probe_lengths_cross_the_window_and_pass_the_self_check(
     import torch
 
     from nemo2sherpa.convert.encoder_prep import prepare_encoder
-    from nemo2sherpa.convert.export import Probe
+    from nemo2sherpa.families.base import Probe
     from nemo2sherpa.convert.selfcheck import check_probes
 
     model = _restore(LOCAL / "model.nemo")
@@ -205,12 +206,13 @@ def test_local_attention_probe_lengths_cross_the_window_and_pass_the_self_check(
 
 def test_local_attention_fixture_decodes_like_nemo_with_real_text(local_dir):
     from nemo2sherpa.validate.nemo_reference import NemoReference
-    from nemo2sherpa.validate.sherpa_runner import GraphPaths, make_recognizer, transcribe
+    from nemo2sherpa.validate.model_dir import open_model_dir
+    from nemo2sherpa.validate.sherpa_runner import make_recognizer, transcribe
     from nemo2sherpa.validate.transcripts import same_text
 
     nemo = NemoReference(LOCAL / "model.nemo", threads=2)
     graphs = _graphs(local_dir)
-    recognizer = make_recognizer(GraphPaths.in_directory(local_dir), threads=2)
+    recognizer = make_recognizer(open_model_dir(local_dir), threads=2)
     clips = _fixture_clips(LOCAL)
     sherpa_right = 0
     for clip in clips:
@@ -328,7 +330,7 @@ def test_full_attention_probe_beyond_the_old_table_passes_the_self_check(fixture
     import torch
 
     from nemo2sherpa.convert.encoder_prep import prepare_encoder
-    from nemo2sherpa.convert.export import Probe
+    from nemo2sherpa.families.base import Probe
     from nemo2sherpa.convert.selfcheck import check_probes
 
     model = _restore(FULL / "model.nemo")
@@ -406,10 +408,10 @@ def test_local_attention_long_input_equals_nemo_and_decodes_through_sherpa_onnx(
 def test_attention_local_conversion_decodes_900_s_through_sherpa_onnx(relocal_dir):
     from nemo2sherpa.validate.child_decode import decode_in_child
     from nemo2sherpa.validate.long_audio import long_input_clip
+    from nemo2sherpa.validate.model_dir import open_model_dir
 
     clip = long_input_clip(read_manifest(relocal_dir), _fixture_clips(FULL), 16000, seconds=900)
-    decoded = decode_in_child(relocal_dir / "encoder.onnx", relocal_dir / "decoder.onnx", relocal_dir / "joiner.onnx",
-                              relocal_dir / "tokens.txt", clip.audio, 16000, memory_limit_bytes=8 * 2**30)
+    decoded = decode_in_child(open_model_dir(relocal_dir), clip.audio, 16000, memory_limit_bytes=8 * 2**30)
     assert decoded.ok, decoded.error
     assert len(decoded.text.split()) > 200 and decoded.peak_rss_bytes < 4e9
 
@@ -459,10 +461,10 @@ def test_compare_exports_reports_wer_of_local_against_full(relocal_dir, fixture_
 
 def test_a_decode_beyond_its_memory_limit_fails_alone_and_says_so(local_dir):
     from nemo2sherpa.validate.child_decode import decode_in_child
+    from nemo2sherpa.validate.model_dir import open_model_dir
 
     audio = np.zeros(16000 * 600, dtype=np.float32)
-    decoded = decode_in_child(local_dir / "encoder.onnx", local_dir / "decoder.onnx", local_dir / "joiner.onnx",
-                              local_dir / "tokens.txt", audio, 16000, memory_limit_bytes=2**30)
+    decoded = decode_in_child(open_model_dir(local_dir), audio, 16000, memory_limit_bytes=2**30)
     assert not decoded.ok and decoded.error
     print("1 GiB address space, 600 s:", decoded.error[:160])
 

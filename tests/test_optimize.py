@@ -12,7 +12,7 @@ import pytest
 from conftest import KINDS
 
 from nemo2sherpa.convert.optimize import REWRITES
-from nemo2sherpa.validate.greedy import make_session
+from nemo2sherpa.families.common import make_session
 
 pytestmark = pytest.mark.nemo
 TOLERANCE = 1e-4
@@ -130,7 +130,8 @@ def test_sherpa_onnx_transcripts_are_identical(fixture_dir, fixture_recipe, tmp_
 
     from nemo2sherpa.convert import ConvertOptions, convert
     from nemo2sherpa.progress import SILENT
-    from nemo2sherpa.validate.sherpa_runner import GraphPaths, make_recognizer, transcribe
+    from nemo2sherpa.validate.model_dir import open_model_dir
+    from nemo2sherpa.validate.sherpa_runner import make_recognizer, transcribe
 
     plain = convert(ConvertOptions(source="tiny-tdt-en", output=tmp_path / "plain", optimize=False), SILENT).output
     assert json.loads((fixture_dir / "manifest.json").read_text())["export"]["optimizations"]
@@ -140,7 +141,7 @@ def test_sherpa_onnx_transcripts_are_identical(fixture_dir, fixture_recipe, tmp_
     audio.append(np.concatenate(audio))  # a long one too
     results = {}
     for name, directory in (("optimised", fixture_dir), ("plain", plain)):
-        recognizer = make_recognizer(GraphPaths.in_directory(directory), threads=1)
+        recognizer = make_recognizer(open_model_dir(directory), threads=1)
         results[name] = [transcribe(recognizer, samples).tokens for samples in audio]
     assert results["optimised"] == results["plain"]
     assert sum(len(tokens) for tokens in results["plain"]) > 0
@@ -150,11 +151,12 @@ def test_optimize_encoder_copies_no_weight_and_is_idempotent(checkpoints, tmp_pa
     """In memory: every weight the rewrite keeps is the export's own array (or a view of it); new arrays are
     small constants. A second pass finds nothing left to do."""
     from nemo2sherpa.convert.export import export_graphs
+    from nemo2sherpa.families import TRANSDUCER
     from nemo2sherpa.convert.loading import random_model
     from nemo2sherpa.convert.optimize import optimize_encoder
 
     model = random_model(checkpoints["tdt-80"].architecture, tmp_path / "model", seed=3)
-    encoder = export_graphs(model, tmp_path / "export")["encoder"]
+    encoder = export_graphs(TRANSDUCER, {"encoder": model.encoder}, tmp_path / "export")["encoder"]
     originals = list(encoder.tensors.values())
     encoder, info = optimize_encoder(encoder)
     assert [o["name"] for o in info["optimizations"]] == list(REWRITES)
@@ -175,14 +177,15 @@ def test_optimize_encoder_copies_no_weight_and_is_idempotent(checkpoints, tmp_pa
 def test_table_positions_as_nemo_exports_them(checkpoints, tmp_path):
     """NeMo's own export slices a position table instead of computing the sinusoids: halved too, same outputs."""
     from nemo2sherpa.convert.export import export_graphs
+    from nemo2sherpa.families import TRANSDUCER
     from nemo2sherpa.convert.loading import random_model
     from nemo2sherpa.convert.onnx_files import write_graph
     from nemo2sherpa.convert.optimize import optimize_encoder
 
     model = random_model(checkpoints["tdt-80"].architecture, tmp_path / "model", seed=5)
-    plain = write_graph(export_graphs(model, tmp_path / "a")["encoder"], tmp_path / "plain.onnx").files[0]
+    plain = write_graph(export_graphs(TRANSDUCER, {"encoder": model.encoder}, tmp_path / "a")["encoder"], tmp_path / "plain.onnx").files[0]
     assert any(n.op_type == "Slice" and n.name.startswith("/pos_enc") for n in _graph(plain).graph.node)
-    encoder, info = optimize_encoder(export_graphs(model, tmp_path / "b")["encoder"])
+    encoder, info = optimize_encoder(export_graphs(TRANSDUCER, {"encoder": model.encoder}, tmp_path / "b")["encoder"])
     assert [o["name"] for o in info["optimizations"]] == list(REWRITES)
     optimised = write_graph(encoder, tmp_path / "optimised.onnx").files[0]
     _assert_same_outputs(plain, optimised, 80)
@@ -192,10 +195,11 @@ def test_a_rewrite_that_fails_leaves_the_export_as_it_was(checkpoints, tmp_path,
     """A bug in a rewrite costs the speed-up, not the conversion: the graph and its weights are restored."""
     from nemo2sherpa.convert import optimize
     from nemo2sherpa.convert.export import export_graphs
+    from nemo2sherpa.families import TRANSDUCER
     from nemo2sherpa.convert.loading import random_model
 
     model = random_model(checkpoints["tdt-80"].architecture, tmp_path / "model", seed=3)
-    encoder = export_graphs(model, tmp_path / "export")["encoder"]
+    encoder = export_graphs(TRANSDUCER, {"encoder": model.encoder}, tmp_path / "export")["encoder"]
     before, names = encoder.model.SerializeToString(), set(encoder.tensors)
     fuse = optimize._REWRITES["fused_attention"]
 

@@ -84,10 +84,11 @@ import sherpa_onnx  # noqa: F401 - binds the extension to whatever libonnxruntim
 out["after_import"] = ort_runtime.loaded_runtime_summary()
 if model:
     import numpy as np
-    from nemo2sherpa.validate.sherpa_runner import GraphPaths, make_recognizer, transcribe
+    from nemo2sherpa.validate.model_dir import open_model_dir
+    from nemo2sherpa.validate.sherpa_runner import make_recognizer, transcribe
 
     with ort_runtime.captured_fd_stderr() as log:
-        recognizer = make_recognizer(GraphPaths.in_directory(Path(model)), provider=provider)
+        recognizer = make_recognizer(open_model_dir(Path(model)), provider=provider)
     out["log"] = log.text
     out["fallback"] = ort_runtime.fallback_detected(log.text)
     if audio:

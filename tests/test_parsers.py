@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from nemo2sherpa.errors import UserError
 from nemo2sherpa.facts import Architecture, ModelFacts
-from nemo2sherpa.manifest import FileRecord, Manifest, Variant, file_problems, parse_json, read_manifest
+from nemo2sherpa.manifest import FamilyRecord, FileRecord, Manifest, Variant, file_problems, parse_json, read_manifest
 from nemo2sherpa.tokens import BLANK, parse_tokens, render_tokens
 from nemo2sherpa.validate.audio import parse_dataset_line, read_dataset, unique_names
 
@@ -99,9 +99,11 @@ def valid_manifest() -> Manifest:
         tool_version="0.1.0", created="2025-01-01T00:00:00+00:00",
         source={"kind": "bundled", "recipe": "tiny-tdt-en", "filename": "model.nemo", "sha256": "ab" * 32,
                 "size": 1484800},
-        model=facts, sherpa_metadata={"vocab_size": "64", "url": "nemo2sherpa://local/tdt"},
+        model=facts,
         versions={"nemo2sherpa": "0.1.0"}, export={"opset": 17, "external_data": {}},
-        variants={"fp32": Variant("encoder.onnx", "decoder.onnx", "joiner.onnx")},
+        families={"transducer": FamilyRecord(
+            variants={"fp32": Variant({"encoder": "encoder.onnx", "decoder": "decoder.onnx", "joiner": "joiner.onnx"})},
+            metadata={"vocab_size": "64", "url": "nemo2sherpa://local/tdt"}, model_type="nemo_transducer")},
         files={"encoder.onnx": FileRecord("0" * 64, 10), "tokens.txt": FileRecord("f" * 64, 0)},
         random_weights=False, conversion_seconds=1.5,
     )
@@ -179,7 +181,7 @@ def test_a_manifest_with_one_value_replaced_is_read_or_refused_cleanly(path, val
 @pytest.mark.parametrize("name", ["../encoder.onnx", "/etc/passwd", "sub/encoder.onnx", "a\\b.onnx", ".."])
 def test_a_variant_naming_a_file_outside_the_directory_is_refused(name):
     data = copy.deepcopy(VALID)
-    data["variants"]["fp32"]["encoder"] = name
+    data["families"]["transducer"]["variants"]["fp32"]["encoder"] = name
     with pytest.raises(UserError, match="not a plain file name"):
         Manifest.from_dict(data, "manifest.json")
 

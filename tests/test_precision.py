@@ -34,12 +34,10 @@ def clips():
 
 
 def _transcripts(directory: Path, precision: str, clips) -> list[str]:
-    from nemo2sherpa.validate.sherpa_runner import GraphPaths, make_recognizer, transcribe
+    from nemo2sherpa.validate.model_dir import open_model_dir
+    from nemo2sherpa.validate.sherpa_runner import make_recognizer, transcribe
 
-    suffix = "" if precision == "fp32" else f".{precision}"
-    paths = GraphPaths.in_directory(directory, f"encoder{suffix}.onnx", f"decoder{suffix}.onnx",
-                                    f"joiner{suffix}.onnx")
-    recognizer = make_recognizer(paths, threads=2)
+    recognizer = make_recognizer(open_model_dir(directory, precision), threads=2)
     return [transcribe(recognizer, c.audio).text for c in clips]
 
 
@@ -182,13 +180,14 @@ def test_onnxruntime_cpu_hides_float16_overflow_and_the_range_probe_keeps_it_in_
 def test_write_variants_refuses_unknown_precisions(tmp_path):
     from nemo2sherpa.convert.variants import write_variants
     from nemo2sherpa.errors import UserError
+    from nemo2sherpa.families import TRANSDUCER
     from nemo2sherpa.manifest import Variant
     from nemo2sherpa.progress import SILENT
 
     with pytest.raises(UserError, match="bf16"):
-        write_variants(tmp_path, Variant("encoder.onnx", "decoder.onnx", "joiner.onnx"), None, ("fp32", "bf16"),
+        write_variants(tmp_path, TRANSDUCER, Variant(TRANSDUCER.files()), None, ("fp32", "bf16"),
                        SILENT)
-    assert write_variants(tmp_path, Variant("e", "d", "j"), None, ("fp32",), SILENT) == {}
+    assert write_variants(tmp_path, TRANSDUCER, Variant(TRANSDUCER.files()), None, ("fp32",), SILENT) == {}
 
 
 # ----------------------------------------------------------------------------------------------------- validate

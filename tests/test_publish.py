@@ -235,7 +235,7 @@ def test_card_shows_how_to_load_it(model, tmp_path):
     assert "--model-type=nemo_transducer" in usage and "--provider=" in usage and "sherpa-onnx-offline" in usage
     assert "sherpa_rs::transducer::{TransducerConfig, TransducerRecognizer}" in usage  # Rust
     assert 'model_type: "nemo_transducer"' in usage
-    for name in (variant.encoder, variant.decoder, variant.joiner, "tokens.txt"):
+    for name in (*variant.files.values(), "tokens.txt"):
         assert f"{local}/{name}" in usage
 
 

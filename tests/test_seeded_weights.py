@@ -32,7 +32,7 @@ def test_strip_then_restore_gives_a_valid_identical_directory(random_dir, tmp_pa
 
     from nemo2sherpa.validate.contract_check import check_contract
     from nemo2sherpa.validate.model_dir import open_model_dir
-    from nemo2sherpa.validate.sherpa_runner import GraphPaths, make_recognizer, transcribe
+    from nemo2sherpa.validate.sherpa_runner import make_recognizer, transcribe
 
     spec = strip(random_dir, tmp_path / "stripped", min_elements=1024)
     stripped_bytes = sum(p.stat().st_size for p in (tmp_path / "stripped").iterdir())
@@ -58,7 +58,7 @@ def test_strip_then_restore_gives_a_valid_identical_directory(random_dir, tmp_pa
     graph = onnx.load(str(tmp_path / "one" / quantized["graph"]), load_external_data=False)
     assert any(t.name == quantized["name"] for t in graph.graph.initializer)
 
-    recognizer = make_recognizer(GraphPaths.in_directory(tmp_path / "one"), feature_dim=model_spec.feat_dim)
+    recognizer = make_recognizer(open_model_dir(tmp_path / "one"), feature_dim=model_spec.feat_dim)
     transcribe(recognizer, signal)  # sherpa-onnx loads the external weights and decodes without error
     manifest = json.loads((tmp_path / "one" / "manifest.json").read_text())
     assert manifest["random_weights"] is True and "seeded_weights" in manifest["export"]

@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from nemo2sherpa.manifest import read_manifest
 from nemo2sherpa.onnx_graph import external_array, graph_tensors
 
 FORMAT = "nemo2sherpa-seeded-weights"
@@ -84,7 +85,8 @@ def strip(source: Path, target: Path, min_elements: int = MIN_ELEMENTS) -> dict:
     if not manifest.get("random_weights"):
         raise SystemExit(f"{source}: not a random-weight export; only those may have their weights replaced")
     target.mkdir(parents=True, exist_ok=True)
-    graphs = sorted({name for variant in manifest["variants"].values() for name in variant.values()})
+    graphs = sorted({name for family in read_manifest(source).families.values()
+                     for variant in family.variants.values() for name in variant.files.values()})
     tensors = []
     for graph_file in graphs:
         model = onnx.load(str(source / graph_file), load_external_data=False)

@@ -17,6 +17,7 @@ import click
 
 from nemo2sherpa import __version__
 from nemo2sherpa.errors import UserError
+from nemo2sherpa.families import BOTH, FAMILIES
 
 
 class Terminated(BaseException):
@@ -121,10 +122,13 @@ def _context(value: str | None) -> tuple[int, int] | None:
 @click.option("--context", default=None, metavar="L,R", callback=lambda c, p, v: _context(v),
               help="Left,right attention context in encoder frames for --attention local (e.g. 128,128).")
 @click.option("--no-optimize", is_flag=True, help="Write the encoder graph as exported, without optimisation.")
+@click.option("--decoder", type=click.Choice([*FAMILIES, BOTH]), default=None,
+              help="Which decoder to export: a hybrid TDT/RNNT-CTC model's transducer (its default), its CTC "
+                   "branch, or both into one directory; a CTC model has only ctc.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress lines.")
 def convert(source: str, output: Path, revision: str | None, random_weights: bool, overwrite: bool,
             external_threshold: int | None, seed: int, precisions: tuple[str, ...], attention: str | None,
-            context: tuple[int, int] | None, no_optimize: bool, quiet: bool) -> int:
+            context: tuple[int, int] | None, no_optimize: bool, decoder: str | None, quiet: bool) -> int:
     """Convert SOURCE into a sherpa-onnx model directory.
 
     SOURCE is a recipe name (see `nemo2sherpa recipes`), a Hugging Face repo id (owner/name) or a local .nemo file.
@@ -138,7 +142,7 @@ def convert(source: str, output: Path, revision: str | None, random_weights: boo
         source=source, output=output, revision=revision, random_weights=random_weights, overwrite=overwrite,
         external_threshold=DEFAULT_EXTERNAL_THRESHOLD if external_threshold is None else external_threshold,
         seed=seed, precisions=precisions, attention=AttentionRequest(attention=attention, context=context),
-        optimize=not no_optimize,
+        optimize=not no_optimize, decoder=decoder,
     )
     result = run_convert(options, Progress(enabled=not quiet))
     click.echo(str(result.output))
@@ -176,6 +180,9 @@ def _lengths(value: str) -> tuple[float, ...]:
 @click.option("--report-dir", type=click.Path(path_type=Path), help="Where to write the report [DIR/validation].")
 @click.option("--precision", "variant", type=click.Choice(["fp32", "int8", "fp16"]), default=None,
               help="Which variant of the graphs to validate [fp32].")
+@click.option("--decoder", "family", type=click.Choice(list(FAMILIES)), default=None,
+              help="Which model of the directory: a hybrid converted with --decoder both has a transducer and a ctc "
+                   "model [default: its first]; the report goes to validation/ or validation-<decoder>/.")
 @click.option("--threads", type=click.IntRange(min=1), default=2, show_default=True)
 @click.option("--repeats", type=click.IntRange(min=1), default=3, show_default=True,
               help="Timed decodes per length (median reported, after one warm-up).")
@@ -197,7 +204,8 @@ def _lengths(value: str) -> tuple[float, ...]:
               help="Another export of the same checkpoint (e.g. full attention): report WER of this one against it.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress lines.")
 def validate(directory: Path, providers: tuple[str, ...], nemo: Path | None, audio: tuple[Path, ...],
-             dataset: Path | None, report_dir: Path | None, variant: str | None, threads: int, repeats: int,
+             dataset: Path | None, report_dir: Path | None, variant: str | None, family: str | None, threads: int,
+             repeats: int,
              speed_lengths: tuple[float, ...], no_speed: bool, no_nemo: bool, max_encoder_diff: float,
              min_exact_match: float, max_wer_vs_nemo: float, min_provider_agreement: float, no_long_audio: bool,
              compare_with: Path | None, quiet: bool) -> int:
@@ -205,8 +213,8 @@ def validate(directory: Path, providers: tuple[str, ...], nemo: Path | None, aud
 
     Checks, in order: the sherpa-onnx contract; graph fidelity against NeMo; transcripts through sherpa-onnx; the
     providers asked for; speed by audio length; an input beyond 400 s when the manifest claims one; a precision
-    variant against fp32; another export (--compare-with). Works on any NeMo transducer directory, with or without a
-    manifest.
+    variant against fp32; another export (--compare-with). Works on any sherpa-onnx NeMo transducer or CTC directory,
+    with or without a manifest.
     """
     from nemo2sherpa.progress import Progress
     from nemo2sherpa.validate.pipeline import ValidateOptions
@@ -214,7 +222,7 @@ def validate(directory: Path, providers: tuple[str, ...], nemo: Path | None, aud
 
     options = ValidateOptions(
         directory=directory, nemo=nemo, audio=audio, dataset=dataset, providers=providers, report_dir=report_dir,
-        variant=variant, threads=threads, repeats=repeats, speed_lengths=speed_lengths, measure_speed=not no_speed,
+        variant=variant, family=family, threads=threads, repeats=repeats, speed_lengths=speed_lengths, measure_speed=not no_speed,
         use_nemo=not no_nemo, encoder_tolerance=max_encoder_diff, min_exact_match=min_exact_match,
         max_wer_vs_nemo=max_wer_vs_nemo, min_provider_agreement=min_provider_agreement,
         long_audio=not no_long_audio, compare_with=compare_with,

@@ -9,7 +9,11 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Mapping
 
-TRANSDUCER_CLASSES = ("EncDecRNNTBPEModel", "EncDecHybridRNNTCTCBPEModel")
+#: NeMo model classes nemo2sherpa reads: BPE transducers, BPE CTC models, and hybrids of both
+SUPPORTED_CLASSES = ("EncDecRNNTBPEModel", "EncDecHybridRNNTCTCBPEModel", "EncDecCTCModelBPE")
+CTC_HEAD_CLASSES = ("EncDecCTCModelBPE", "EncDecHybridRNNTCTCBPEModel")
+#: decoder_kind of a model: how its transducer decodes (tdt, rnnt), or ctc for a model that has only a CTC head
+DECODER_KINDS = ("tdt", "rnnt", "ctc")
 
 
 @dataclass(frozen=True)
@@ -77,6 +81,11 @@ class Architecture:
     def is_tdt(self) -> bool:
         return bool(self.durations)
 
+    @property
+    def has_ctc_head(self) -> bool:
+        """CTC models and hybrids have one; NeMo builds none for a transducer, even from an aux_ctc config section."""
+        return self.model_class in CTC_HEAD_CLASSES
+
 
 def _show(value: Any) -> str:
     if isinstance(value, tuple):
@@ -89,7 +98,7 @@ class ModelFacts:
     """Everything the export, the sherpa-onnx metadata and the validation need to know about a checkpoint."""
 
     architecture: Architecture
-    decoder_kind: str  # "tdt" or "rnnt": how sherpa-onnx must decode the joiner's output
+    decoder_kind: str  # "tdt" or "rnnt": how sherpa-onnx must decode the joiner's output; "ctc": no transducer
     normalize: str  # the preprocessor's feature normalisation; sherpa-onnx implements "per_feature" and ""
     sample_rate: int
     max_symbols_per_frame: int | None  # NeMo's greedy limit; sherpa-onnx stops at 5

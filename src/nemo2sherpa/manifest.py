@@ -13,15 +13,15 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Iterable, Mapping
 
 from nemo2sherpa.errors import UserError
-from nemo2sherpa.facts import Architecture, ModelFacts
+from nemo2sherpa.facts import DECODER_KINDS, Architecture, ModelFacts
 from nemo2sherpa.hashing import sha256_file
 
 MANIFEST_NAME = "manifest.json"
 FORMAT = "nemo2sherpa-manifest"
-FORMAT_VERSION = 1
-GRAPHS = ("encoder", "decoder", "joiner")
+FORMAT_VERSION = 2  # 2: files per model family; 1 (still read): one transducer, "variants" and "sherpa_onnx"
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _SOURCE_TEXT = ("kind", "recipe", "repo_id", "revision", "resolved_revision", "filename", "sha256")
+_V1_GRAPHS = ("encoder", "decoder", "joiner")
 
 
 @dataclass(frozen=True)
@@ -35,14 +35,26 @@ class FileRecord:
 
 @dataclass(frozen=True)
 class Variant:
-    """One precision of the three graphs, e.g. fp32 -> encoder.onnx, decoder.onnx, joiner.onnx."""
+    """One precision of a family's graphs: role -> file name, e.g. fp32 -> {encoder: encoder.onnx, ...}."""
 
-    encoder: str
-    decoder: str
-    joiner: str
+    files: dict[str, str]
 
     def graph_files(self) -> dict[str, str]:
-        return {"encoder": self.encoder, "decoder": self.decoder, "joiner": self.joiner}
+        return dict(self.files)
+
+
+@dataclass(frozen=True)
+class FamilyRecord:
+    """What one model family wrote into the directory: its variants, and the sherpa-onnx metadata of its
+    encoder-holding graph. A hybrid converted with --decoder both has two."""
+
+    variants: dict[str, Variant]
+    metadata: dict[str, str]
+    model_type: str  # what sherpa-onnx calls this family (nemo_transducer, nemo_ctc)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"sherpa_onnx_model_type": self.model_type, "metadata": dict(self.metadata),
+                "variants": {name: v.graph_files() for name, v in self.variants.items()}}
 
 
 @dataclass
@@ -51,13 +63,29 @@ class Manifest:
     created: str
     source: dict[str, Any]
     model: ModelFacts
-    sherpa_metadata: dict[str, str]
     versions: dict[str, str]
     export: dict[str, Any]
-    variants: dict[str, Variant]
+    families: dict[str, FamilyRecord]  # family name -> record; the first is the directory's default
     files: dict[str, FileRecord] = field(default_factory=dict)
     random_weights: bool = False
     conversion_seconds: float | None = None
+
+    @property
+    def default_family(self) -> str:
+        return next(iter(self.families))
+
+    def family(self, name: str | None = None) -> FamilyRecord:
+        return self.families[name or self.default_family]
+
+    @property
+    def variants(self) -> dict[str, Variant]:
+        """The default family's variants."""
+        return self.family().variants
+
+    @property
+    def sherpa_metadata(self) -> dict[str, str]:
+        """The default family's sherpa-onnx metadata."""
+        return self.family().metadata
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -70,8 +98,7 @@ class Manifest:
             "source": self.source,
             "model": self.model.to_dict(),
             "export": self.export,
-            "variants": {name: v.graph_files() for name, v in self.variants.items()},
-            "sherpa_onnx": {"model_type": "nemo_transducer", "metadata": self.sherpa_metadata},
+            "families": {name: record.to_dict() for name, record in self.families.items()},
             "versions": self.versions,
             "files": {name: record.to_dict() for name, record in sorted(self.files.items())},
         }
@@ -90,9 +117,10 @@ class Manifest:
             raise UserError.about(source, "is not a JSON object")
         if data.get("format") != FORMAT:
             raise UserError.about(source, f"is not a nemo2sherpa manifest (format {_short(data.get('format'))})")
-        if data.get("format_version") != FORMAT_VERSION or isinstance(data.get("format_version"), bool):
-            raise UserError.about(source, f"has format_version {_short(data.get('format_version'))}; "
-                                          f"this nemo2sherpa reads {FORMAT_VERSION}")
+        version = data.get("format_version")
+        if version not in (1, FORMAT_VERSION) or isinstance(version, bool):
+            raise UserError.about(source, f"has format_version {_short(version)}; "
+                                          f"this nemo2sherpa reads 1 to {FORMAT_VERSION}")
         try:
             files = {}
             for name, rec in _mapping(data["files"], "files").items():
@@ -104,12 +132,7 @@ class Manifest:
                 if not _is_int(size) or size < 0:
                     raise ValueError(f"files.{name}.size is not a byte count")
                 files[name] = FileRecord(sha256=sha256, size=size)
-            variants = {}
-            for name, paths in _mapping(data["variants"], "variants").items():
-                paths = _mapping(paths, f"variants.{name}")
-                for graph in GRAPHS:
-                    _check_file_name(paths[graph], f"variants.{name}.{graph}")
-                variants[str(name)] = Variant(**{g: paths[g] for g in GRAPHS})
+            families = _families(data) if version == FORMAT_VERSION else _families_v1(data)
             source_info = dict(_mapping(data["source"], "source"))
             for key in _SOURCE_TEXT:
                 if source_info.get(key) is not None and not isinstance(source_info[key], str):
@@ -125,12 +148,9 @@ class Manifest:
                 created=str(data["created"]),
                 source=source_info,
                 model=_model_facts(_mapping(data["model"], "model")),
-                sherpa_metadata={str(k): str(v) for k, v in
-                                 _mapping(_mapping(data["sherpa_onnx"], "sherpa_onnx")["metadata"],
-                                          "sherpa_onnx.metadata").items()},
                 versions={str(k): str(v) for k, v in _mapping(data["versions"], "versions").items()},
                 export=dict(_mapping(data["export"], "export")),
-                variants=variants,
+                families=families,
                 files=files,
                 random_weights=_flag(data.get("random_weights", False), "random_weights"),
                 conversion_seconds=seconds,
@@ -140,6 +160,47 @@ class Manifest:
             raise UserError.about(source, f"is malformed (missing {missing})") from None
         except (TypeError, ValueError, AttributeError, OverflowError, RecursionError) as exc:
             raise UserError.about(source, f"is malformed ({_short(str(exc), 200, quote=False)})") from None
+
+
+def _families(data: Mapping[str, Any]) -> dict[str, FamilyRecord]:
+    from nemo2sherpa.families import FAMILIES
+
+    families = {}
+    for name, entry in _mapping(data["families"], "families").items():
+        family = FAMILIES.get(name)
+        if family is None:
+            raise ValueError(f"families.{_short(name)} is not a model family this nemo2sherpa knows")
+        entry = _mapping(entry, f"families.{name}")
+        roles = [role.name for role in family.roles]
+        families[name] = FamilyRecord(
+            variants=_variants(entry["variants"], f"families.{name}.variants", roles),
+            metadata=_text_map(entry["metadata"], f"families.{name}.metadata"),
+            model_type=str(entry.get("sherpa_onnx_model_type") or family.sherpa_model_type))
+    if not families:
+        raise ValueError("families is empty")
+    return families
+
+
+def _families_v1(data: Mapping[str, Any]) -> dict[str, FamilyRecord]:
+    """Format 1 manifests describe one offline transducer."""
+    sherpa = _mapping(data["sherpa_onnx"], "sherpa_onnx")
+    return {"transducer": FamilyRecord(variants=_variants(data["variants"], "variants", list(_V1_GRAPHS)),
+                                       metadata=_text_map(sherpa["metadata"], "sherpa_onnx.metadata"),
+                                       model_type=str(sherpa.get("model_type", "nemo_transducer")))}
+
+
+def _variants(value: Any, where: str, roles: list[str]) -> dict[str, Variant]:
+    variants = {}
+    for name, paths in _mapping(value, where).items():
+        paths = _mapping(paths, f"{where}.{name}")
+        for role in roles:
+            _check_file_name(paths[role], f"{where}.{name}.{role}")
+        variants[str(name)] = Variant({role: paths[role] for role in roles})
+    return variants
+
+
+def _text_map(value: Any, where: str) -> dict[str, str]:
+    return {str(k): str(v) for k, v in _mapping(value, where).items()}
 
 
 def _short(value: Any, limit: int = 60, quote: bool = True) -> str:
@@ -195,8 +256,9 @@ def _model_facts(data: Mapping[str, Any]) -> ModelFacts:
             raise ValueError(f"model.architecture.{f.name} is {_short(value)}, not a {kind.split(' ')[0]}")
     if architecture.get("att_context_size") is not None and len(architecture["att_context_size"]) != 2:
         raise ValueError("model.architecture.att_context_size is not two numbers")
-    if data.get("decoder_kind") not in ("tdt", "rnnt"):
-        raise ValueError(f"model.decoder_kind is {_short(data.get('decoder_kind'))}, not 'tdt' or 'rnnt'")
+    if data.get("decoder_kind") not in DECODER_KINDS:
+        raise ValueError(f"model.decoder_kind is {_short(data.get('decoder_kind'))}, not one of "
+                         f"{', '.join(DECODER_KINDS)}")
     for key, positive in (("sample_rate", True), ("max_symbols_per_frame", False), ("parameters", False)):
         value = data.get(key)
         if value is not None and (not _is_int(value) or (positive and value <= 0)):

@@ -10,12 +10,13 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 from nemo2sherpa.errors import UserError
-from nemo2sherpa.facts import TRANSDUCER_CLASSES, Architecture, ModelFacts
+from nemo2sherpa.facts import SUPPORTED_CLASSES, Architecture, ModelFacts
 
-SUPPORTED = "TDT/RNNT BPE transducers (EncDecRNNTBPEModel) and hybrid TDT-CTC models (EncDecHybridRNNTCTCBPEModel)"
+SUPPORTED = ("TDT/RNNT BPE transducers (EncDecRNNTBPEModel), BPE CTC models (EncDecCTCModelBPE) and hybrid "
+             "TDT/RNNT-CTC models (EncDecHybridRNNTCTCBPEModel)")
+_TRANSDUCERS = ("EncDecRNNTBPEModel", "EncDecHybridRNNTCTCBPEModel")
 _KNOWN_OTHERS = {
-    "EncDecCTCModel": "a CTC-only model",
-    "EncDecCTCModelBPE": "a CTC-only model",
+    "EncDecCTCModel": "a character-level CTC model",
     "EncDecMultiTaskModel": "an attention encoder-decoder (AED, e.g. Canary) model",
     "EncDecRNNTModel": "a character-level transducer",
     "EncDecHybridRNNTCTCModel": "a character-level hybrid model",
@@ -113,7 +114,7 @@ def facts_from_config(config: Mapping[str, Any], source: Path, tokenizer_vocab: 
 def _facts_from_config(config: Mapping[str, Any], source: Path, tokenizer_vocab: int | None) -> ModelFacts:
     check_targets(config, source)
     model_class = model_class_of(config, source)
-    if model_class not in TRANSDUCER_CLASSES:
+    if model_class not in SUPPORTED_CLASSES:
         what = _KNOWN_OTHERS.get(model_class, "not a supported model class")
         raise UserError.about(source, f"{model_class} is {what}; nemo2sherpa converts {SUPPORTED}")
 
@@ -145,38 +146,15 @@ def _facts_from_config(config: Mapping[str, Any], source: Path, tokenizer_vocab:
         context = context[0]
     attention = str(enc.get("self_attention_model", "rel_pos"))
 
-    dec = _section(config, "decoder", source)
-    if _target_name(dec) != "RNNTDecoder":
-        raise UserError.about(source, f"decoder {_target_name(dec) or '?'} is not supported; sherpa-onnx runs an "
-                                      "LSTM prediction network (RNNTDecoder)")
-    prednet = dec.get("prednet") or {}
-    joint = _section(config, "joint", source)
-    jointnet = joint.get("jointnet") or {}
-
-    decoding = config.get("decoding") or {}
-    extra_outputs = int(joint.get("num_extra_outputs", 0) or 0)
-    if str(decoding.get("model_type", "rnnt")) == "tdt":
-        durations = tuple(int(d) for d in decoding.get("durations") or ())
-        if not durations:
-            raise UserError.about(source, "a TDT model whose decoding config lists no durations")
-        if durations != tuple(range(len(durations))):
-            raise UserError.about(source, f"TDT durations {list(durations)} are not 0..{len(durations) - 1}; "
-                                          "sherpa-onnx uses the argmax index as the frame skip")
-        if extra_outputs != len(durations):
-            raise UserError.about(source, f"joint has {extra_outputs} extra outputs but the model lists "
-                                          f"{len(durations)} durations")
-        decoder_kind = "tdt"
-    else:
-        if extra_outputs:
-            raise UserError.about(source, f"an RNNT joint with {extra_outputs} extra outputs (multi-blank RNNT) "
-                                          "is not supported by sherpa-onnx")
-        durations = ()
-        decoder_kind = "rnnt"
-
-    vocab_size = dec.get("vocab_size", joint.get("num_classes"))
+    transducer = _transducer_facts(config, source) if model_class in _TRANSDUCERS else {}
+    ctc = _ctc_vocab(config, model_class, source)  # None: no CTC head; -1: one whose size NeMo sets at load
+    vocab_size = transducer.get("vocab_size") or (ctc if ctc and ctc > 0 else None)
+    if vocab_size is None and tokenizer_vocab is not None:
+        vocab_size = tokenizer_vocab
     if vocab_size is None:
         raise UserError.about(source, "the config states no vocabulary size (decoder.vocab_size)")
-    vocab_size = int(vocab_size)
+    if ctc is not None and ctc > 0 and vocab_size != ctc:
+        raise UserError.about(source, f"the CTC head has {ctc} tokens but the transducer {vocab_size}")
     if tokenizer_vocab is not None and tokenizer_vocab != vocab_size:
         raise UserError.about(source, f"the tokenizer has {tokenizer_vocab} tokens but the model expects {vocab_size}")
 
@@ -201,19 +179,80 @@ def _facts_from_config(config: Mapping[str, Any], source: Path, tokenizer_vocab:
         pos_emb_max_len=int(enc.get("pos_emb_max_len", 5000)),
         mels=mels,
         vocab_size=vocab_size,
-        durations=durations,
-        pred_hidden=int(prednet["pred_hidden"]),
-        pred_rnn_layers=int(prednet.get("pred_rnn_layers", 1)),
-        joint_hidden=int(jointnet.get("joint_hidden", 0)),
+        durations=transducer.get("durations"),
+        pred_hidden=transducer.get("pred_hidden"),
+        pred_rnn_layers=transducer.get("pred_rnn_layers"),
+        joint_hidden=transducer.get("joint_hidden"),
     )
     frontend = {key: pre.get(key, default) for key, default in PREPROCESSOR_DEFAULTS.items()}
-    greedy = decoding.get("greedy") or {}
-    max_symbols = greedy.get("max_symbols", decoding.get("max_symbols"))
     return ModelFacts(
         architecture=architecture,
-        decoder_kind=decoder_kind,
+        decoder_kind=transducer.get("decoder_kind", "ctc"),
         normalize=SHERPA_NORMALIZATIONS[normalize],
         sample_rate=int(pre.get("sample_rate", config.get("sample_rate", 16000))),
-        max_symbols_per_frame=None if max_symbols is None else int(max_symbols),
+        max_symbols_per_frame=transducer.get("max_symbols"),
         frontend=frontend,
     )
+
+
+def _transducer_facts(config: Mapping[str, Any], source: Path) -> dict[str, Any]:
+    """The prediction network, joint and TDT durations, refusing what sherpa-onnx's transducer cannot decode."""
+    dec = _section(config, "decoder", source)
+    if _target_name(dec) != "RNNTDecoder":
+        raise UserError.about(source, f"decoder {_target_name(dec) or '?'} is not supported; sherpa-onnx runs an "
+                                      "LSTM prediction network (RNNTDecoder)")
+    prednet = dec.get("prednet") or {}
+    joint = _section(config, "joint", source)
+    jointnet = joint.get("jointnet") or {}
+    decoding = config.get("decoding") or {}
+    extra_outputs = int(joint.get("num_extra_outputs", 0) or 0)
+    if str(decoding.get("model_type", "rnnt")) == "tdt":
+        durations = tuple(int(d) for d in decoding.get("durations") or ())
+        if not durations:
+            raise UserError.about(source, "a TDT model whose decoding config lists no durations")
+        if durations != tuple(range(len(durations))):
+            raise UserError.about(source, f"TDT durations {list(durations)} are not 0..{len(durations) - 1}; "
+                                          "sherpa-onnx uses the argmax index as the frame skip")
+        if extra_outputs != len(durations):
+            raise UserError.about(source, f"joint has {extra_outputs} extra outputs but the model lists "
+                                          f"{len(durations)} durations")
+        decoder_kind = "tdt"
+    else:
+        if extra_outputs:
+            raise UserError.about(source, f"an RNNT joint with {extra_outputs} extra outputs (multi-blank RNNT) "
+                                          "is not supported by sherpa-onnx")
+        durations = ()
+        decoder_kind = "rnnt"
+    vocab_size = dec.get("vocab_size", joint.get("num_classes"))
+    greedy = decoding.get("greedy") or {}
+    max_symbols = greedy.get("max_symbols", decoding.get("max_symbols"))
+    return {
+        "decoder_kind": decoder_kind,
+        "durations": durations,
+        "vocab_size": None if vocab_size is None else int(vocab_size),
+        "pred_hidden": int(prednet["pred_hidden"]),
+        "pred_rnn_layers": int(prednet.get("pred_rnn_layers", 1)),
+        "joint_hidden": int(jointnet.get("joint_hidden", 0)),
+        "max_symbols": None if max_symbols is None else int(max_symbols),
+    }
+
+
+def _ctc_vocab(config: Mapping[str, Any], model_class: str, source: Path) -> int | None:
+    """The CTC head's vocabulary without blank (CTC models' decoder, hybrids' aux_ctc.decoder): None without a CTC
+    head, -1 for a head whose size NeMo takes from the tokenizer when it builds the model."""
+    if model_class == "EncDecCTCModelBPE":
+        head = _section(config, "decoder", source)
+    elif model_class == "EncDecHybridRNNTCTCBPEModel":
+        head = (config.get("aux_ctc") or {}).get("decoder")
+        if not isinstance(head, Mapping):
+            return None
+    else:  # a transducer's config may keep an aux_ctc section from training; NeMo builds no head from it
+        return None
+    if _target_name(head) != "ConvASRDecoder":
+        raise UserError.about(source, f"CTC decoder {_target_name(head) or '?'} is not supported; sherpa-onnx runs "
+                                      "NeMo's ConvASRDecoder head")
+    classes = int(head.get("num_classes", -1) or -1)
+    vocabulary = head.get("vocabulary") or []
+    if classes > 0:
+        return classes
+    return len(vocabulary) if vocabulary else -1

@@ -11,27 +11,23 @@ from nemo2sherpa.facts import Architecture
 _CLASS_TARGETS = {
     "EncDecRNNTBPEModel": "nemo.collections.asr.models.rnnt_bpe_models.EncDecRNNTBPEModel",
     "EncDecHybridRNNTCTCBPEModel": "nemo.collections.asr.models.hybrid_rnnt_ctc_bpe_models.EncDecHybridRNNTCTCBPEModel",
+    "EncDecCTCModelBPE": "nemo.collections.asr.models.ctc_bpe_models.EncDecCTCModelBPE",
 }
+_TRANSDUCER_FIELDS = ("pred_hidden", "pred_rnn_layers", "joint_hidden", "durations")
 
 
 def nemo_model_config(arch: Architecture, tokenizer_dir: str, dropout: float = 0.0) -> dict[str, Any]:
-    """A complete FastConformer transducer config: TDT when the architecture lists durations, RNNT otherwise."""
-    missing = arch.missing()
+    """A complete FastConformer config for the architecture's class: a TDT (durations listed) or RNNT transducer,
+    a CTC model, or a hybrid of both."""
+    assert arch.model_class in _CLASS_TARGETS, arch.model_class
+    transducer = arch.model_class != "EncDecCTCModelBPE"
+    ignored = () if transducer else _TRANSDUCER_FIELDS
+    missing = [name for name in arch.missing() if name not in ignored]
     if missing:
         raise ValueError(f"architecture is incomplete, missing: {', '.join(missing)}")
-    assert arch.model_class in _CLASS_TARGETS, arch.model_class
-    durations = list(arch.durations or ())
-    tdt = bool(durations)
     config: dict[str, Any] = {
         "target": _CLASS_TARGETS[arch.model_class],
         "sample_rate": 16000,
-        # The model classes read these while wiring the joint to the encoder and the prediction network.
-        "model_defaults": {
-            "enc_hidden": arch.d_model,
-            "pred_hidden": arch.pred_hidden,
-            "joint_hidden": arch.joint_hidden,
-            **({"tdt_durations": durations, "num_tdt_durations": len(durations)} if tdt else {}),
-        },
         "tokenizer": {"dir": tokenizer_dir, "type": "bpe"},
         "preprocessor": {
             "_target_": "nemo.collections.asr.modules.AudioToMelSpectrogramPreprocessor",
@@ -75,6 +71,40 @@ def nemo_model_config(arch: Architecture, tokenizer_dir: str, dropout: float = 0
             "dropout_emb": 0.0,
             "dropout_att": dropout,
         },
+    }
+    if transducer:
+        config.update(_transducer_sections(arch, dropout))
+    else:
+        config["decoder"] = _ctc_head(arch)
+        config["decoding"] = {"strategy": "greedy"}
+    if arch.model_class == "EncDecHybridRNNTCTCBPEModel":
+        config["aux_ctc"] = {
+            "ctc_loss_weight": 0.3,
+            "use_cer": False,
+            "ctc_reduction": "mean_batch",
+            "decoder": _ctc_head(arch),
+            "decoding": {"strategy": "greedy"},
+        }
+    return config
+
+
+def _ctc_head(arch: Architecture) -> dict[str, Any]:
+    """NeMo fills the vocabulary from the tokenizer when it builds the model."""
+    return {"_target_": "nemo.collections.asr.modules.ConvASRDecoder", "feat_in": arch.d_model, "num_classes": -1,
+            "vocabulary": []}
+
+
+def _transducer_sections(arch: Architecture, dropout: float) -> dict[str, Any]:
+    durations = list(arch.durations or ())
+    tdt = bool(durations)
+    return {
+        # The model classes read these while wiring the joint to the encoder and the prediction network.
+        "model_defaults": {
+            "enc_hidden": arch.d_model,
+            "pred_hidden": arch.pred_hidden,
+            "joint_hidden": arch.joint_hidden,
+            **({"tdt_durations": durations, "num_tdt_durations": len(durations)} if tdt else {}),
+        },
         "decoder": {
             "_target_": "nemo.collections.asr.modules.RNNTDecoder",
             "vocab_size": arch.vocab_size,  # NeMo sets it from the tokenizer too; stated here for readers
@@ -109,17 +139,3 @@ def nemo_model_config(arch: Architecture, tokenizer_dir: str, dropout: float = 0
             else {"loss_name": "default"}
         ),
     }
-    if arch.model_class == "EncDecHybridRNNTCTCBPEModel":
-        config["aux_ctc"] = {
-            "ctc_loss_weight": 0.3,
-            "use_cer": False,
-            "ctc_reduction": "mean_batch",
-            "decoder": {
-                "_target_": "nemo.collections.asr.modules.ConvASRDecoder",
-                "feat_in": None,
-                "num_classes": -1,
-                "vocabulary": [],
-            },
-            "decoding": {"strategy": "greedy"},
-        }
-    return config

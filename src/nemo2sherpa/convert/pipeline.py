@@ -1,4 +1,5 @@
-"""convert(): source -> checked checkpoint -> three ONNX graphs + tokens.txt + manifest.json, moved into place whole."""
+"""convert(): source -> checked checkpoint -> each model family's ONNX graphs + tokens.txt + manifest.json, moved into
+place whole."""
 
 from __future__ import annotations
 
@@ -13,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 from nemo2sherpa import __version__
-from nemo2sherpa.contract import sherpa_metadata
 from nemo2sherpa.convert.archive import CONFIG_NAME, NemoArchive
 from nemo2sherpa.convert.encoder_prep import AttentionRequest, prepare_encoder
 from nemo2sherpa.convert.model_config import facts_from_config, parse_config
@@ -25,15 +25,15 @@ from nemo2sherpa.convert.variants import write_variants
 from nemo2sherpa.convert.weights_ahead import WeightsAhead
 from nemo2sherpa.errors import UserError
 from nemo2sherpa.facts import ModelFacts
+from nemo2sherpa.families import Family, families_for
 from nemo2sherpa.hashing import sha256_file
-from nemo2sherpa.manifest import Manifest, Variant, record_files
+from nemo2sherpa.manifest import FamilyRecord, Manifest, Variant, record_files
 from nemo2sherpa.memory import release_free_memory
 from nemo2sherpa.progress import Progress
 from nemo2sherpa.recipes import Recipe
 from nemo2sherpa.staging import staged_directory
 from nemo2sherpa.tokens import write_tokens
 
-FP32 = Variant(encoder="encoder.onnx", decoder="decoder.onnx", joiner="joiner.onnx")
 TOKENS = "tokens.txt"
 
 
@@ -49,6 +49,7 @@ class ConvertOptions:
     precisions: tuple[str, ...] = ("fp32",)
     attention: AttentionRequest = AttentionRequest()
     optimize: bool = True
+    decoder: str | None = None  # a family's name, "both" (a hybrid's two branches), or None: the model's first
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,7 @@ class _Loaded:
     pieces: list[str]
     checkpoint: dict[str, Any]
     hash_path: Path | None = None  # the checkpoint whose sha256 the manifest records
+    hashing: Any = None  # the future of that sha256, computed beside the first family's export
 
 
 def convert(options: ConvertOptions, progress: Progress | None = None) -> ConvertResult:
@@ -78,21 +80,29 @@ def convert(options: ConvertOptions, progress: Progress | None = None) -> Conver
             _checkpoint(resolved, scratch, progress)
         prep = prepare_encoder(loaded.model, loaded.facts, options.attention, resolved.path)
         facts = prep.facts
-
-        metadata = sherpa_metadata(facts, resolved.url, _comment(facts, options.random_weights))
-        graph_files, hashes, probes, optimizations, how_written = _export_and_write(
-            loaded, prep, metadata, options, partial, scratch, progress)
+        families = families_for(facts, options.decoder, resolved.path)
+        comment = _comment(options.random_weights)
+        exports = [_export_family(family, loaded, prep, facts, resolved.url, comment, options, partial, scratch,
+                                  progress) for family in families]
+        _write_tokens_and_hash(loaded, partial, scratch)
         loaded.model = None  # the captured weights were the model's own tensors: free them all now
         gc.collect()
         release_free_memory()
 
         from nemo2sherpa.convert.selfcheck import check_probes
 
-        with progress.stage("check ONNX against PyTorch"):
-            self_check = check_probes(graph_files, probes)
-        variant_record: dict[str, Any] = {}
-        variants = {"fp32": FP32, **write_variants(partial, FP32, facts, options.precisions, progress,
-                                                   record=variant_record)}
+        records: dict[str, FamilyRecord] = {}
+        for exported in exports:
+            with progress.stage(f"check {exported.family.title} ONNX against PyTorch"):
+                exported.info["self_check_max_abs_diff"] = check_probes(exported.graph_files, exported.probes)
+            fp32 = Variant(exported.family.files("fp32"))
+            variant_record: dict[str, Any] = {}
+            variants = {"fp32": fp32, **write_variants(partial, exported.family, fp32, facts, options.precisions,
+                                                       progress, record=variant_record)}
+            if variant_record:
+                exported.info["precision_variants"] = variant_record
+            records[exported.family.name] = FamilyRecord(variants=variants, metadata=exported.metadata,
+                                                         model_type=exported.family.sherpa_model_type)
 
         with progress.stage("hash files and write manifest"):
             names = sorted(p.name for p in partial.iterdir() if p.is_file())
@@ -101,21 +111,18 @@ def convert(options: ConvertOptions, progress: Progress | None = None) -> Conver
                 created=dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat(),
                 source=loaded.checkpoint,
                 model=facts,
-                sherpa_metadata=metadata,
                 versions=_versions(),
                 export={
                     "opset": 17,
                     "exporter": "torch.onnx TorchScript (NeMo Exportable)",
-                    "external_data": {g: p.with_suffix(".weights").name for g, p in graph_files.items()
-                                      if p.with_suffix(".weights").exists()},
-                    **how_written,
-                    "self_check_max_abs_diff": self_check,
+                    "external_data": {role: name for exported in exports
+                                      for role, name in exported.external_data(partial).items()},
+                    **exports[0].info,
                     **prep.info,
-                    **optimizations,
-                    **({"precision_variants": variant_record} if variant_record else {}),
+                    **({"more_families": {e.family.name: e.info for e in exports[1:]}} if len(exports) > 1 else {}),
                 },
-                variants=variants,
-                files=record_files(partial, names, known=hashes),
+                families=records,
+                files=record_files(partial, names, known={k: v for e in exports for k, v in e.hashes.items()}),
                 random_weights=options.random_weights,
             )
             manifest.conversion_seconds = round(time.perf_counter() - started, 2)
@@ -124,25 +131,47 @@ def convert(options: ConvertOptions, progress: Progress | None = None) -> Conver
     return ConvertResult(output=Path(options.output), manifest=manifest)
 
 
-def _export_and_write(loaded: _Loaded, prep, metadata: dict[str, str], options: ConvertOptions, partial: Path,
-                      scratch: Path, progress: Progress):
-    """Export and write the three graphs and tokens.txt; returns (graph files, sha256 of what was written, PyTorch
-    probes, what the optimiser did, how the weights were written).
+@dataclass
+class _Exported:
+    """One family's graphs, written: where, their hashes, the PyTorch probes to check them against, and what the
+    export did (for the manifest)."""
+
+    family: Family
+    graph_files: dict[str, Path]
+    hashes: dict[str, str]
+    probes: list
+    metadata: dict[str, str]
+    info: dict[str, Any]
+
+    def external_data(self, directory: Path) -> dict[str, str]:
+        return {role: path.with_suffix(".weights").name for role, path in self.graph_files.items()
+                if path.with_suffix(".weights").exists()}
+
+
+def _export_family(family: Family, loaded: _Loaded, prep, facts: ModelFacts, url: str, comment: str,
+                   options: ConvertOptions, partial: Path, scratch: Path, progress: Progress) -> _Exported:
+    """Export and write one family's graphs.
 
     Writing the encoder's weights is bound by the disk (4.3 GB take 8-10 s on an ordinary disk), so it runs beside
     CPU work: nearly all of them are written while the encoder is exported (weights_ahead), the rest while the
-    decoder and joiner are exported and the PyTorch probes computed, as is the checkpoint's sha256 (2 s for
-    4.3 GB). The modules' weights are only read on both sides."""
+    other graphs are exported and the PyTorch probes computed, as is the checkpoint's sha256 (2 s for 4.3 GB,
+    started with the first family). The modules' weights are only read on both sides."""
     from nemo2sherpa.convert.export import export_graphs, make_probes
 
+    family.prepare_for_export(loaded.model)
+    metadata = family.metadata(facts, url, comment)
+    modules = family.export_modules(loaded.model)
+    files = {role: partial / name for role, name in family.files("fp32").items()}
+    encoder_role = family.encoder_role.name
     on_graph = lambda graph: progress.stage(f"export {graph}")  # noqa: E731
-    ahead = _weights_ahead(loaded.model.encoder, partial / FP32.encoder, options)
+    encoder_module = modules.pop(encoder_role)
+    ahead = _weights_ahead(encoder_module, files[encoder_role], options)
     try:
-        encoder = export_graphs(loaded.model, scratch / "export", on_graph, graphs=("encoder",),
-                                on_linear=ahead.queue if ahead else None)["encoder"]
+        encoder = export_graphs(family, {encoder_role: encoder_module}, scratch / "export", on_graph,
+                                on_linear=ahead.queue if ahead else None)[encoder_role]
         optimizations: dict[str, Any] = {"optimizations": []}
         if options.optimize:
-            with progress.stage("optimize encoder graph"):
+            with progress.stage(f"optimize {encoder_role} graph"):
                 encoder, optimizations = optimize_encoder(encoder)
     except BaseException:
         if ahead is not None:
@@ -150,56 +179,68 @@ def _export_and_write(loaded: _Loaded, prep, metadata: dict[str, str], options: 
         raise
     captured = [bool(encoder.tensors)]
     with ThreadPoolExecutor(max_workers=2) as background:
-        writing = background.submit(write_graph, encoder, partial / FP32.encoder, metadata=metadata,
+        writing = background.submit(write_graph, encoder, files[encoder_role], metadata=metadata,
                                     external_threshold=options.external_threshold,
                                     ahead=ahead.writer if ahead else None)
         del encoder
-        checkpoint_hash = background.submit(sha256_file, loaded.hash_path) if loaded.hash_path else None
-        others = export_graphs(loaded.model, scratch / "export", on_graph, graphs=("decoder", "joiner"))
+        if loaded.hash_path is not None and loaded.hashing is None:
+            loaded.hashing = background.submit(sha256_file, loaded.hash_path)
+        others = export_graphs(family, modules, scratch / "export", on_graph)
         captured += [bool(graph.tensors) for graph in others.values()]
         with progress.stage("probe PyTorch outputs"):
-            probes = make_probes(loaded.model, prep.probe_frames)
+            probes = make_probes(family, loaded.model, prep.probe_frames)
         with progress.stage("write model directory"):
-            written = {"encoder": writing.result()}
-            for graph in ("decoder", "joiner"):
-                written[graph] = write_graph(others.pop(graph), partial / FP32.graph_files()[graph],
-                                             external_threshold=options.external_threshold)
-            write_tokens(partial / TOKENS, loaded.pieces)
-            _remove_tree(scratch)
-            if checkpoint_hash is not None:
-                loaded.checkpoint["sha256"] = checkpoint_hash.result()
-    graph_files = {graph: result.files[0] for graph, result in written.items()}
-    hashes = {name: digest for result in written.values() for name, digest in result.sha256.items()}
-    how_written = {"weights_written_from": "captured from the exporter" if all(captured) else "the exporter's files",
-                   "encoder_weights_bytes_written_during_export": written["encoder"].written_ahead}
-    return graph_files, hashes, probes, optimizations, how_written
+            written = {encoder_role: writing.result()}
+            for role in list(others):
+                written[role] = write_graph(others.pop(role), files[role],
+                                            external_threshold=options.external_threshold)
+            if loaded.hashing is not None:
+                loaded.hashing.result()  # finished inside the pool's lifetime
+    info = {**optimizations,
+            "weights_written_from": "captured from the exporter" if all(captured) else "the exporter's files",
+            f"{encoder_role}_weights_bytes_written_during_export": written[encoder_role].written_ahead}
+    return _Exported(family=family, graph_files={role: result.files[0] for role, result in written.items()},
+                     hashes={name: digest for result in written.values() for name, digest in result.sha256.items()},
+                     probes=probes, metadata=metadata, info=info)
+
+
+def _write_tokens_and_hash(loaded: _Loaded, partial: Path, scratch: Path) -> None:
+    write_tokens(partial / TOKENS, loaded.pieces)
+    _remove_tree(scratch)
+    if loaded.hashing is not None:
+        loaded.checkpoint["sha256"] = loaded.hashing.result()
 
 
 @dataclass
 class _Ahead:
     writer: WeightsAhead
     skipped: tuple[str, ...]
+    prefix: str  # "" when the exported module is the encoder; "encoder." when it is a whole (CTC) model
 
     def queue(self, path: str, module: Any) -> None:
-        if path.rpartition(".")[2] not in self.skipped:
+        if path.startswith(self.prefix) and path.rpartition(".")[2] not in self.skipped:
             self.writer.add_tensor(module.weight_t)
 
 
-def _weights_ahead(encoder: Any, target: Path, options: ConvertOptions) -> _Ahead | None:
+def _weights_ahead(module: Any, target: Path, options: ConvertOptions) -> _Ahead | None:
     """When the encoder's weights will go to an external file, start writing them now, during the export
     (weights_ahead): its pointwise convolutions at once, its linear weights as each is pre-transposed. On the 1.1B
     model that is 98% of the 4.3 GB, written while the encoder is exported. Depthwise convolutions are left to
-    the end: the exporter folds the BatchNorm after them into new weights."""
+    the end: the exporter folds the BatchNorm after them into new weights. `module` is what is exported for the
+    encoder-holding graph: the encoder itself, or a CTC model whose encoder is its .encoder; only the encoder's
+    weights are written ahead (a hybrid's transducer weights are not in a CTC graph)."""
     import torch
 
+    encoder = getattr(module, "encoder", module)
     size = sum(tensor.nbytes for tensor in encoder.state_dict().values())
     if size < options.external_threshold:
         return None
     ahead = _Ahead(writer=WeightsAhead(target.with_suffix(".weights")),
-                   skipped=REPLACED_WEIGHTS if options.optimize else ())
-    for module in encoder.modules():
-        if isinstance(module, torch.nn.Conv1d) and module.groups == 1 and module.kernel_size == (1,):
-            ahead.writer.add_tensor(module.weight)
+                   skipped=REPLACED_WEIGHTS if options.optimize else (),
+                   prefix="" if encoder is module else "encoder.")
+    for inner in encoder.modules():
+        if isinstance(inner, torch.nn.Conv1d) and inner.groups == 1 and inner.kernel_size == (1,):
+            ahead.writer.add_tensor(inner.weight)
     return ahead
 
 
@@ -264,10 +305,8 @@ def _parameter_count(model: Any) -> int:
     return int(sum(p.numel() for p in model.parameters()))
 
 
-def _comment(facts: ModelFacts, random_weights: bool) -> str:
+def _comment(random_weights: bool) -> str:
     parts = [f"Converted by nemo2sherpa {__version__}"]
-    if "Hybrid" in facts.model_class:
-        parts.append("only the transducer branch is exported")
     if random_weights:
         parts.append("RANDOM WEIGHTS: architecture only, it does not transcribe")
     return "; ".join(parts)

@@ -1,5 +1,6 @@
 """Precision variants beside the float32 reference (int8, fp16), written from the float32 graphs already in the
-directory, under the names sherpa-onnx users expect (encoder.int8.onnx, ..., encoder.fp16.onnx, ...).
+directory, under the names sherpa-onnx users expect (encoder.int8.onnx, ..., model.fp16.onnx, ...), for each model
+family in the directory.
 
 - int8 (convert/quantize.py): dynamic quantization like sherpa-onnx's published int8 models (QUInt8 encoder, QInt8
   decoder and joiner), the encoder streamed tensor by tensor (one file: about 1 GB for the 1.1B). A CPU variant:
@@ -19,21 +20,15 @@ from typing import Any, Sequence
 
 from nemo2sherpa.errors import UserError
 from nemo2sherpa.facts import ModelFacts
+from nemo2sherpa.families.base import PRECISIONS, Family
 from nemo2sherpa.manifest import Variant
 from nemo2sherpa.progress import Progress
 
-PRECISIONS = ("fp32", "int8", "fp16")
-GRAPHS = ("encoder", "decoder", "joiner")
 
-
-def variant_names(precision: str) -> Variant:
-    return Variant(encoder=f"encoder.{precision}.onnx", decoder=f"decoder.{precision}.onnx",
-                   joiner=f"joiner.{precision}.onnx")
-
-
-def write_variants(directory: Path, fp32: Variant, facts: ModelFacts, precisions: Sequence[str],
+def write_variants(directory: Path, family: Family, fp32: Variant, facts: ModelFacts, precisions: Sequence[str],
                    progress: Progress, record: dict[str, Any] | None = None) -> dict[str, Variant]:
-    """Write each requested precision other than fp32 next to the fp32 graphs; returns the variants written.
+    """Write each requested precision other than fp32 next to the family's fp32 graphs; returns the variants
+    written.
 
     `record`, when given, receives what was done per variant (method, options, seconds) for the manifest."""
     unknown = [p for p in precisions if p not in PRECISIONS]
@@ -42,13 +37,13 @@ def write_variants(directory: Path, fp32: Variant, facts: ModelFacts, precisions
     written: dict[str, Variant] = {}
     for precision in dict.fromkeys(p for p in precisions if p != "fp32"):
         started = time.perf_counter()
-        with progress.stage(f"write {precision} variant"):
-            names = variant_names(precision)
+        with progress.stage(f"write {precision} variant of the {family.title}"):
+            names = Variant(family.files(precision))
             try:
-                info = (_write_int8 if precision == "int8" else _write_fp16)(directory, fp32, names)
+                info = (_write_int8 if precision == "int8" else _write_fp16)(directory, family, fp32, names)
             except Exception:
-                for name in (*names.graph_files().values(), *(Path(n).with_suffix(".weights").name
-                                                              for n in names.graph_files().values())):
+                for name in (*names.files.values(), *(Path(n).with_suffix(".weights").name
+                                                      for n in names.files.values())):
                     (directory / name).unlink(missing_ok=True)
                 raise
         written[precision] = names
@@ -58,31 +53,35 @@ def write_variants(directory: Path, fp32: Variant, facts: ModelFacts, precisions
     return written
 
 
-def _write_int8(directory: Path, fp32: Variant, names: Variant) -> dict[str, Any]:
+def _write_int8(directory: Path, family: Family, fp32: Variant, names: Variant) -> dict[str, Any]:
+    """The encoder-holding graph tensor by tensor (QUInt8), the small graphs through quantize_dynamic (QInt8)."""
     from nemo2sherpa.convert.quantize import ENCODER_INT8, SMALL_INT8, quantize_small, quantize_streamed
 
-    encoder = quantize_streamed(directory / fp32.encoder, directory / names.encoder, ENCODER_INT8)
-    encoder.pop("sha256", None)
-    info: dict[str, Any] = {"encoder": encoder}
-    for graph in ("decoder", "joiner"):
-        info[graph] = quantize_small(directory / getattr(fp32, graph), directory / getattr(names, graph), SMALL_INT8)
+    info: dict[str, Any] = {}
+    for role in family.roles:
+        source, target = directory / fp32.files[role.name], directory / names.files[role.name]
+        if role.holds_encoder:
+            info[role.name] = quantize_streamed(source, target, ENCODER_INT8)
+            info[role.name].pop("sha256", None)
+        else:
+            info[role.name] = quantize_small(source, target, SMALL_INT8)
     return info
 
 
-def _write_fp16(directory: Path, fp32: Variant, names: Variant) -> dict[str, Any]:
+def _write_fp16(directory: Path, family: Family, fp32: Variant, names: Variant) -> dict[str, Any]:
     import onnx
 
     from nemo2sherpa.convert.fp16 import convert_graph_fp16, encoder_feeds
 
-    encoder_path = directory / fp32.encoder
+    encoder_path = directory / fp32.files[family.encoder_role.name]
     structure = onnx.load(str(encoder_path), load_external_data=False)
     metadata = {p.key: p.value for p in structure.metadata_props}
     probe = encoder_feeds(structure, int(metadata.get("feat_dim", "80")))
     del structure
     info: dict[str, Any] = {}
-    for graph in GRAPHS:
-        result = convert_graph_fp16(directory / getattr(fp32, graph), directory / getattr(names, graph),
-                                    probe=probe if graph == "encoder" else None)
+    for role in family.roles:
+        result = convert_graph_fp16(directory / fp32.files[role.name], directory / names.files[role.name],
+                                    probe=probe if role.holds_encoder else None)
         result.pop("sha256", None)
-        info[graph] = result
+        info[role.name] = result
     return info

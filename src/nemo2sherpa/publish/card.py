@@ -17,13 +17,13 @@ from typing import Any
 
 import yaml
 
+from nemo2sherpa.families import family_named
 from nemo2sherpa.manifest import MANIFEST_NAME, Manifest
 from nemo2sherpa.publish.plan import PLOT, REPORT_JSON, REPORT_MD, VALIDATION_DIR, PublishPlan
 from nemo2sherpa.recipes import Recipe, find_recipe, recipe_for_repo
 
 PROJECT_URL = "https://github.com/nemo2sherpa/nemo2sherpa"
 SHERPA_ONNX_URL = "https://github.com/k2-fsa/sherpa-onnx"
-SHERPA_RS_URL = "https://github.com/thewh1teagle/sherpa-rs"
 MIN_SHERPA_ONNX_EXTERNAL_DATA = "1.12.36"  # first sherpa-onnx that loads external weights from the model's path
 CHECK_NAMES = {"contract": "sherpa-onnx contract", "graph_fidelity": "graph fidelity", "transcripts": "transcripts",
                "providers": "providers", "speed": "speed"}
@@ -154,20 +154,19 @@ def _attribution(source: dict[str, Any], recipe: Recipe | None) -> list[str]:
 
 def _model(manifest: Manifest) -> str:
     facts, arch = manifest.model, manifest.model.architecture
-    decoder = (f"TDT, durations {list(facts.durations)}" if facts.is_tdt else "RNNT") + \
-        f"; prediction network {arch.pred_rnn_layers} x LSTM {arch.pred_hidden}"
     rows = [
         ("encoder", f"FastConformer: {_plural(arch.encoder_layers, 'layer')}, d_model {arch.d_model}, "
                     f"{_plural(arch.attention_heads, 'attention head')} ({arch.attention}), "
                     f"subsampling x{arch.subsampling_factor}"),
-        ("decoder", decoder),
         ("vocabulary", f"{facts.vocab_size} tokens + blank (`tokens.txt`)"),
         ("input", f"{arch.mels} mel bins, {facts.sample_rate} Hz mono, normalisation `{facts.normalize or 'none'}`"),
         ("parameters", _count(facts.parameters)),
-        ("sherpa-onnx", f"`model_type=\"nemo_transducer\"`; the encoder's metadata url "
-                        f"`{_redact(manifest.sherpa_metadata.get('url', ''))}` makes it decode as "
-                        f"{'TDT' if facts.is_tdt else 'RNNT'}"),
     ]
+    several = len(manifest.families) > 1
+    for name, record in manifest.families.items():
+        family = family_named(name)
+        for key, value in family.card_rows(facts, record.metadata, _redact):
+            rows.insert(1 if key == "decoder" else len(rows), (f"{key} ({family.title})" if several else key, value))
     return "\n".join(["## Model", "", "| | |", "|---|---|", *[f"| {k} | {_cell(v)} |" for k, v in rows], ""]) + "\n"
 
 
@@ -202,15 +201,20 @@ def _files(plan: PublishPlan) -> str:
 def _usage(plan: PublishPlan, repo_id: str, revision: str) -> str:
     manifest = plan.manifest
     local = repo_id.split("/")[-1]
-    variant = manifest.variants.get("fp32") or next(iter(manifest.variants.values()))
-    encoder, decoder, joiner = (f"{local}/{n}" for n in (variant.encoder, variant.decoder, variant.joiner))
-    tokens = f"{local}/tokens.txt"
     mels = manifest.model.architecture.mels
     rate = manifest.model.sample_rate
     threshold = _check(plan.validation.report, "speed").get("recommended_gpu_min_seconds")
     provider_note = (f"\"cuda\" measured faster from {_num(threshold, 1)} s of audio (see Speed)"
                      if _is_number(threshold) else "or \"cuda\" with a CUDA-enabled onnxruntime")
     revision_flag = f" --revision {revision}" if revision != "main" else ""
+    blocks = []
+    for name, record in manifest.families.items():
+        family = family_named(name)
+        variant = record.variants.get("fp32") or next(iter(record.variants.values()))
+        files = {role: f"{local}/{file}" for role, file in variant.files.items()}
+        heading = f"### The {family.title} model\n\n" if len(manifest.families) > 1 else ""
+        blocks.append(heading + family.usage(files, f"{local}/tokens.txt", feature_dim=mels, sample_rate=rate,
+                                             provider_note=provider_note))
     return f"""## Usage
 
 Download (needs `huggingface_hub`):
@@ -219,70 +223,7 @@ Download (needs `huggingface_hub`):
 hf download {repo_id}{revision_flag} --local-dir {local}
 ```
 
-### Python (sherpa-onnx)
-
-```python
-import sherpa_onnx
-import soundfile as sf
-
-recognizer = sherpa_onnx.OfflineRecognizer.from_transducer(
-    encoder="{encoder}",
-    decoder="{decoder}",
-    joiner="{joiner}",
-    tokens="{tokens}",
-    model_type="nemo_transducer",   # required: the default selects another model family
-    feature_dim={mels},
-    num_threads=2,
-    provider="cpu",                 # {provider_note}
-)
-audio, sample_rate = sf.read("speech.wav", dtype="float32")  # {rate} Hz mono expected
-stream = recognizer.create_stream()
-stream.accept_waveform(sample_rate, audio)
-recognizer.decode_stream(stream)
-print(stream.result.text)
-```
-
-### Command line (`sherpa-onnx-offline`)
-
-```bash
-sherpa-onnx-offline \\
-  --encoder={encoder} \\
-  --decoder={decoder} \\
-  --joiner={joiner} \\
-  --tokens={tokens} \\
-  --model-type=nemo_transducer \\
-  --provider=cpu \\
-  --num-threads=2 \\
-  speech.wav
-```
-
-### Rust ([sherpa-rs]({SHERPA_RS_URL}))
-
-With the `sherpa-rs` crate (0.6.8 or later: `TransducerConfig` has `model_type`; the `cuda` feature for `"cuda"`):
-
-```rust
-use sherpa_rs::read_audio_file;
-use sherpa_rs::transducer::{{TransducerConfig, TransducerRecognizer}};
-
-fn main() {{
-    let (samples, sample_rate) = read_audio_file("speech.wav").unwrap(); // {rate} Hz mono
-    let config = TransducerConfig {{
-        encoder: "{encoder}".into(),
-        decoder: "{decoder}".into(),
-        joiner: "{joiner}".into(),
-        tokens: "{tokens}".into(),
-        model_type: "nemo_transducer".into(),
-        sample_rate: {rate},
-        feature_dim: {mels},
-        num_threads: 2,
-        provider: Some("cpu".into()),
-        ..Default::default()
-    }};
-    let mut recognizer = TransducerRecognizer::new(config).unwrap();
-    println!("{{}}", recognizer.transcribe(sample_rate, &samples));
-}}
-```
-"""
+""" + "\n".join(blocks)
 
 
 # --- the proof ----------------------------------------------------------------------------------------------------

@@ -176,10 +176,15 @@ def _check_correspondence(path: Path, report: dict[str, Any], directory: Path, m
     if report["model_dir"] != name:
         raise UserError.about(path, f"was written for model directory {report['model_dir']!r}, not {name!r}; "
                                     "validate this directory")
-    variant = manifest.variants.get(report["variant"])
+    family = report.get("family") or manifest.default_family  # reports before families were transducers
+    if family not in manifest.families:
+        raise UserError.about(path, f"validated a {family} model, which {MANIFEST_NAME} does not have "
+                                    f"(it has {', '.join(manifest.families)})")
+    variants = manifest.family(family).variants
+    variant = variants.get(report["variant"])
     if variant is None:
         raise UserError.about(path, f"validated variant {report['variant']!r}, which {MANIFEST_NAME} does not have "
-                                    f"(it has {', '.join(sorted(manifest.variants))})")
+                                    f"(it has {', '.join(sorted(variants))})")
     expected = {**variant.graph_files(), "tokens": TOKENS}
     if report["files"] != expected:
         raise UserError.about(path, f"validated files {_show(report['files'])}, but variant {report['variant']} of "

@@ -35,7 +35,7 @@ class ChildDecode:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def decode_in_child(encoder: Path, decoder: Path, joiner: Path, tokens: Path, audio: np.ndarray, sample_rate: int,
+def decode_in_child(model, audio: np.ndarray, sample_rate: int,
                     threads: int = 2, feature_dim: int = 80, provider: str = "cpu",
                     memory_limit_bytes: int | None = None, timeout: float = 7200, encoder_only: bool = False
                     ) -> ChildDecode:
@@ -43,7 +43,8 @@ def decode_in_child(encoder: Path, decoder: Path, joiner: Path, tokens: Path, au
     features of the same size with onnxruntime). Peak RSS: the child's own VmHWM. RLIMIT_AS: memory_limit_bytes."""
     seconds = len(audio) / float(sample_rate)
     with tempfile.TemporaryDirectory(prefix="nemo2sherpa-long-") as scratch:
-        request = {"encoder": str(encoder), "decoder": str(decoder), "joiner": str(joiner), "tokens": str(tokens),
+        request = {"family": model.family.name, "graphs": {role: str(p) for role, p in model.graphs.items()},
+                   "encoder": str(model.encoder), "tokens": str(model.tokens),
                    "audio": str(Path(scratch) / "audio.npy"), "sample_rate": sample_rate, "threads": threads,
                    "feature_dim": feature_dim, "provider": provider, "encoder_only": encoder_only,
                    "memory_limit_bytes": int(memory_limit_bytes) if memory_limit_bytes else None}
@@ -85,13 +86,12 @@ def _child(request: dict[str, Any]) -> ChildDecode:
     seconds = len(audio) / float(request["sample_rate"])
     if request.get("encoder_only"):
         return _child_encoder_only(request, audio, seconds)
-    from nemo2sherpa.validate.sherpa_runner import GraphPaths, make_recognizer
+    from nemo2sherpa.validate.sherpa_runner import recognizer_for
 
-    paths = GraphPaths(Path(request["encoder"]), Path(request["decoder"]), Path(request["joiner"]),
-                       Path(request["tokens"]))
     start = time.perf_counter()
-    recognizer = make_recognizer(paths, provider=request["provider"], threads=request["threads"],
-                                 sample_rate=request["sample_rate"], feature_dim=request["feature_dim"])
+    recognizer = recognizer_for(request["family"], request["graphs"], request["tokens"], provider=request["provider"],
+                                threads=request["threads"], sample_rate=request["sample_rate"],
+                                feature_dim=request["feature_dim"])
     load = time.perf_counter() - start
     start = time.perf_counter()
     stream = recognizer.create_stream()

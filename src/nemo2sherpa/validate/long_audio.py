@@ -160,12 +160,15 @@ def apply_reference_attention(nemo_model: Any, manifest) -> bool:
     return True
 
 
-def reference_key(checkpoint_sha256: str, manifest) -> str:
-    """The key of cached NeMo references: the checkpoint's sha256 as trained, another one per changed attention."""
+def reference_key(checkpoint_sha256: str, manifest, family: str = "transducer") -> str:
+    """The key of cached NeMo references: the checkpoint's sha256 as trained (its transducer), another one per
+    changed attention and per other family (a hybrid's CTC branch decodes otherwise)."""
     wanted = reference_attention(manifest)
-    if wanted is None:
+    if wanted is None and family == "transducer":
         return checkpoint_sha256
-    tag = f"{checkpoint_sha256}:{wanted[0]}:{','.join(map(str, wanted[1]))}"
+    tag = checkpoint_sha256 if wanted is None else f"{checkpoint_sha256}:{wanted[0]}:{','.join(map(str, wanted[1]))}"
+    if family != "transducer":
+        tag = f"{tag}:{family}"
     return hashlib.sha256(tag.encode()).hexdigest()
 
 
@@ -200,12 +203,9 @@ def check_long_input(clip: Clip | None, model, spec, reference=None, max_symbols
                                  "sherpa-onnx's decode is judged")
     elif reference is not None:
         from nemo2sherpa.validate import fidelity
-        from nemo2sherpa.validate.greedy import GraphTransducer
 
-        graphs = graphs or GraphTransducer(model.encoder, model.decoder, model.joiner, vocab_size=spec.vocab_size,
-                                           durations=spec.durations, pred_rnn_layers=spec.pred_rnn_layers,
-                                           pred_hidden=spec.pred_hidden, threads=threads)
-        result = fidelity.compare_clip(clip, reference, graphs, max_symbols or spec.max_symbols or
+        graphs = graphs or model.family.graph_decoder(model.graphs, spec, threads=threads)
+        result = fidelity.compare_clip(clip, reference, graphs, model.family, max_symbols or spec.max_symbols or
                                        fidelity.DEFAULT_MAX_SYMBOLS, tolerance)
         check.details["graph"] = {"encoder_max_abs_diff": result.encoder_max_abs_diff,
                                   "tokens_equal_nemo": result.tokens_equal, "nemo_tokens": len(reference.tokens)}
@@ -215,8 +215,7 @@ def check_long_input(clip: Clip | None, model, spec, reference=None, max_symbols
         check.details["graph"] = None
         check.details["note"] = "no NeMo reference: the graph-level comparison was skipped"
 
-    decoded = decode_in_child(model.encoder, model.decoder, model.joiner, model.tokens, clip.audio,
-                              clip.sample_rate, threads=threads, feature_dim=spec.feat_dim,
+    decoded = decode_in_child(model, clip.audio, clip.sample_rate, threads=threads, feature_dim=spec.feat_dim,
                               memory_limit_bytes=memory_limit_bytes)
     minutes = clip.seconds / 60.0
     sherpa: dict[str, Any] = {"ok": decoded.ok, "error": decoded.error,
@@ -246,7 +245,7 @@ def compare_exports(this: ModelDir, other_dir: Path, clips: Sequence[Clip], thre
     from nemo2sherpa.validate.transcripts import corpus_wer, same_text
 
     check = CheckResult("attention")
-    dirs = {"this": this, "other": open_model_dir(other_dir)}
+    dirs = {"this": this, "other": open_model_dir(other_dir, family=this.family.name)}
     limit = min(supported_seconds(this.manifest), supported_seconds(dirs["other"].manifest))
     both = [c for c in clips if c.seconds <= limit]
     skipped = [c.name for c in clips if c.seconds > limit]
@@ -262,10 +261,8 @@ def compare_exports(this: ModelDir, other_dir: Path, clips: Sequence[Clip], thre
     for key, directory in dirs.items():
         if key in texts:
             continue
-        request = SherpaRequest(encoder=str(directory.encoder), decoder=str(directory.decoder),
-                                joiner=str(directory.joiner), tokens=str(directory.tokens), threads=threads,
-                                sample_rate=both[0].sample_rate, feature_dim=feature_dim,
-                                transcribe=[c.name for c in both])
+        request = SherpaRequest.for_model(directory, threads=threads, sample_rate=both[0].sample_rate,
+                                          feature_dim=feature_dim, transcribe=[c.name for c in both])
         run = run_sherpa(request, {c.name: c for c in both})
         if not run.ok:
             check.fail(f"sherpa-onnx could not run the {key} export ({directory.directory.name}): {run.error}")

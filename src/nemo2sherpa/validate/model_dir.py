@@ -1,4 +1,5 @@
-"""Find the files of a model directory to validate: ours (manifest names them) or anyone else's (conventional names)."""
+"""Find the files of a model directory to validate: ours (the manifest names them, per model family) or anyone
+else's (a family's conventional names: encoder.onnx/decoder.onnx/joiner.onnx, model.onnx, ...)."""
 
 from __future__ import annotations
 
@@ -6,47 +7,67 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nemo2sherpa.errors import UserError
+from nemo2sherpa.families import FAMILIES, Family, family_named, family_of_files
 from nemo2sherpa.manifest import Manifest, read_manifest
-
-# sherpa-onnx users' conventional names per precision
-CONVENTIONAL = {
-    "fp32": ("encoder.onnx", "decoder.onnx", "joiner.onnx"),
-    "int8": ("encoder.int8.onnx", "decoder.int8.onnx", "joiner.int8.onnx"),
-    "fp16": ("encoder.fp16.onnx", "decoder.fp16.onnx", "joiner.fp16.onnx"),
-}
 
 
 @dataclass(frozen=True)
 class ModelDir:
     directory: Path
+    family: Family
     variant: str
-    encoder: Path
-    decoder: Path
-    joiner: Path
+    graphs: dict[str, Path]  # role -> file, in the family's role order
     tokens: Path
     manifest: Manifest | None
 
     @property
-    def graphs(self) -> dict[str, Path]:
-        return {"encoder": self.encoder, "decoder": self.decoder, "joiner": self.joiner}
+    def encoder(self) -> Path:
+        """The graph that holds the encoder (encoder.onnx, or a CTC model's model.onnx)."""
+        return self.graphs[self.family.encoder_role.name]
 
 
-def open_model_dir(directory: Path, variant: str | None = None) -> ModelDir:
+def open_model_dir(directory: Path, variant: str | None = None, family: str | None = None) -> ModelDir:
+    """`family`: which of the directory's model families (default: the manifest's first, or the one whose files a
+    directory without manifest has); `variant`: which precision (default fp32, else the only one there)."""
     if not directory.exists():
         raise UserError.about(directory, "no such model directory")
     if not directory.is_dir():
         raise UserError.about(directory, "is not a directory")
     manifest = read_manifest(directory)
-    if variant is None:
-        variant = "fp32" if (manifest is None or "fp32" in manifest.variants) else sorted(manifest.variants)[0]
-        if manifest is None and not (directory / "encoder.onnx").exists() and (directory / "encoder.int8.onnx").exists():
-            variant = "int8"  # a third-party int8-only download
-    if manifest is not None and variant in manifest.variants:
-        names = manifest.variants[variant]
-        encoder, decoder, joiner = names.encoder, names.decoder, names.joiner
-    elif variant in CONVENTIONAL:
-        encoder, decoder, joiner = CONVENTIONAL[variant]
+    chosen = _family(directory, manifest, family, variant)
+    if manifest is not None:
+        record = manifest.family(chosen.name)
+        if variant is None:
+            variant = "fp32" if "fp32" in record.variants else sorted(record.variants)[0]
+        if variant in record.variants:
+            names = record.variants[variant].files
+        elif variant in ("fp32", "int8", "fp16"):
+            names = chosen.files(variant)
+        else:
+            raise UserError.about(directory, f"has no {variant!r} variant")
     else:
-        raise UserError.about(directory, f"has no {variant!r} variant")
-    return ModelDir(directory=directory, variant=variant, encoder=directory / encoder, decoder=directory / decoder,
-                    joiner=directory / joiner, tokens=directory / "tokens.txt", manifest=manifest)
+        if variant is None:
+            variant = next((p for p in ("fp32", "int8") if family_of_files(directory, p) is chosen), "fp32")
+        if variant not in ("fp32", "int8", "fp16"):
+            raise UserError.about(directory, f"has no {variant!r} variant")
+        names = chosen.files(variant)
+    graphs = {role.name: directory / names[role.name] for role in chosen.roles}
+    return ModelDir(directory=directory, family=chosen, variant=variant, graphs=graphs,
+                    tokens=directory / "tokens.txt", manifest=manifest)
+
+
+def _family(directory: Path, manifest: Manifest | None, name: str | None, variant: str | None) -> Family:
+    if manifest is not None:
+        if name is None:
+            return family_named(manifest.default_family)
+        if name not in manifest.families:
+            raise UserError.about(directory, f"has no {family_named(name).title} model; it has "
+                                             f"{', '.join(family_named(n).title for n in manifest.families)}")
+        return family_named(name)
+    if name is not None:
+        return family_named(name)
+    for precision in ((variant,) if variant else ("fp32", "int8")):
+        found = family_of_files(directory, precision)
+        if found is not None:
+            return found
+    return next(iter(FAMILIES.values()))  # the contract check then names the missing files

@@ -17,16 +17,17 @@ import numpy as np
 @dataclass(frozen=True)
 class NemoResult:
     features: np.ndarray  # [mels, T] as NeMo's preprocessor computes them
-    encoded: np.ndarray  # [D, T'] encoder output, valid frames only
+    encoded: np.ndarray  # [D, T'] what the family's graphs must reproduce (encoder output, CTC log-probs)
     encoded_length: int
     tokens: list[int]
     text: str
 
 
 class NemoReference:
-    def __init__(self, checkpoint: Path, threads: int | None = None, manifest=None) -> None:
+    def __init__(self, checkpoint: Path, threads: int | None = None, manifest=None, family=None) -> None:
         """manifest: the export's; when its attention was changed at conversion (--attention local), NeMo is switched
-        to that same attention so that it is the reference for what was exported."""
+        to that same attention so that it is the reference for what was exported. family: which exported model
+        NeMo is the reference for (families.Family; default: the transducer)."""
         import torch
 
         import pickle
@@ -54,6 +55,11 @@ class NemoReference:
             with quiet_nemo():
                 apply_reference_attention(self.model, manifest)
         self.sample_rate = int(self.model.cfg.preprocessor.get("sample_rate", 16000))
+        if family is None:
+            from nemo2sherpa.families import TRANSDUCER as family
+        self.family = family
+        with quiet_nemo():
+            family.prepare_for_export(self.model)  # a hybrid's CTC reference needs its CTC decoding set up
 
     def run(self, audio: np.ndarray) -> NemoResult:
         """audio: mono float32 at the model's sample rate."""
@@ -68,18 +74,13 @@ class NemoReference:
             features, feature_length = model.preprocessor(input_signal=signal, length=length)
             features = features[:, :, : int(feature_length[0])]
             encoded, encoded_length = model.encoder(audio_signal=features, length=feature_length)
-            hypotheses = model.decoding.rnnt_decoder_predictions_tensor(
-                encoder_output=encoded, encoded_lengths=encoded_length, return_hypotheses=True
-            )
-        hypothesis = hypotheses[0] if isinstance(hypotheses, list) else hypotheses[0][0]
-        tokens = [int(t) for t in (hypothesis.y_sequence.tolist() if hasattr(hypothesis.y_sequence, "tolist")
-                                   else hypothesis.y_sequence)]
-        text = model.tokenizer.ids_to_text(tokens) if tokens else ""
+            output = self.family.nemo_output(model, encoded, encoded_length)
+        text = model.tokenizer.ids_to_text(output.tokens) if output.tokens else ""
         return NemoResult(
             features=features[0].numpy().copy(),
-            encoded=encoded[0, :, : int(encoded_length[0])].numpy().copy(),
+            encoded=output.output,
             encoded_length=int(encoded_length[0]),
-            tokens=tokens,
+            tokens=output.tokens,
             text=text,
         )
 

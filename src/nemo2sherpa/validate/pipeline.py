@@ -32,6 +32,7 @@ class ValidateOptions:
     providers: tuple[str, ...] = ("cpu",)
     report_dir: Path | None = None
     variant: str | None = None
+    family: str | None = None  # which of the directory's model families (default: its first)
     threads: int = 2
     repeats: int = 3
     speed_lengths: tuple[float, ...] = speed.DEFAULT_LENGTHS
@@ -63,13 +64,13 @@ def validate(options: ValidateOptions, progress: Progress | None = None) -> Vali
             raise UserError(f"unknown provider {provider!r}; use cpu, cuda or both (cpu,cuda)")
     if options.compare_with is not None and not options.compare_with.is_dir():
         raise UserError.about(options.compare_with, "--compare-with needs a model directory")
-    model = open_model_dir(options.directory, options.variant)
-    report_dir = options.report_dir or model.directory / "validation"
+    model = open_model_dir(options.directory, options.variant, options.family)
+    report_dir = options.report_dir or model.directory / report_dir_name(model)
     checks: dict[str, CheckResult] = {}
 
     with progress.stage("check the sherpa-onnx contract"):
         checks["contract"], spec = check_contract(model)
-    fp32_model = open_model_dir(options.directory, "fp32") if model.variant != "fp32" else None
+    fp32_model = open_model_dir(options.directory, "fp32", model.family.name) if model.variant != "fp32" else None
     sample_rate = model.manifest.model.sample_rate if model.manifest else 16000
     with progress.stage("load audio"):
         clips, audio_source = _clips(options, model, sample_rate)
@@ -135,6 +136,13 @@ def validate(options: ValidateOptions, progress: Progress | None = None) -> Vali
         write_report(report, report_dir)
     progress.note(f"{'PASSED' if report['passed'] else 'FAILED'}: report in {report_dir}")
     return ValidationOutcome(report=report, report_dir=report_dir, checks=checks)
+
+
+def report_dir_name(model: ModelDir) -> str:
+    """validation/ for the directory's default family; validation-<family>/ for another one (a hybrid converted with
+    --decoder both has two models, each validated on its own)."""
+    default = model.manifest.default_family if model.manifest is not None else model.family.name
+    return "validation" if model.family.name == default else f"validation-{model.family.name}"
 
 
 def _long_audio(options, model, spec: ModelSpec, clip, references, nemo, progress) -> CheckResult:
@@ -225,7 +233,7 @@ def _references(options, model, clips, progress):
     checkpoint, digest, reason = _checkpoint(options, model)
     if digest is None:
         return {}, None, None, reason
-    store = ReferenceStore(reference_key(digest, model.manifest))
+    store = ReferenceStore(reference_key(digest, model.manifest, model.family.name))
     references = {c.name: r for c in clips if (r := store.load(c)) is not None}
     missing = [c for c in clips if c.name not in references]
     kind = "cache" if references else None
@@ -239,7 +247,7 @@ def _references(options, model, clips, progress):
         except ImportError:
             return references, kind, None, "NeMo is not installed (pip install nemo2sherpa[convert])"
         with progress.stage(f"NeMo reference for {len(missing)} clip(s)"):
-            nemo = NemoReference(checkpoint, threads=options.threads, manifest=model.manifest)
+            nemo = NemoReference(checkpoint, threads=options.threads, manifest=model.manifest, family=model.family)
             for clip in missing:
                 result = nemo.run(clip.audio)
                 reference = Reference(tokens=result.tokens, text=result.text, features=result.features,
@@ -251,8 +259,6 @@ def _references(options, model, clips, progress):
 
 
 def _graph_fidelity(options, model, spec: ModelSpec, clips, references, reference_kind, nemo, reason):
-    from nemo2sherpa.validate.greedy import GraphTransducer
-
     if not references:
         return CheckResult.skipped("graph_fidelity", reason or "no NeMo reference")
     tolerance = options.encoder_tolerance
@@ -261,14 +267,12 @@ def _graph_fidelity(options, model, spec: ModelSpec, clips, references, referenc
 
         # a quantized encoder differs from NeMo by design; its token ids are what must still agree
         tolerance = max(tolerance, VARIANT_ENCODER_TOLERANCE.get(model.variant, tolerance))
-    graphs = GraphTransducer(model.encoder, model.decoder, model.joiner, vocab_size=spec.vocab_size,
-                             durations=spec.durations, pred_rnn_layers=spec.pred_rnn_layers,
-                             pred_hidden=spec.pred_hidden, threads=options.threads)
+    graphs = model.family.graph_decoder(model.graphs, spec, threads=options.threads)
     max_symbols = nemo.max_symbols if nemo is not None and nemo.max_symbols else \
         (spec.max_symbols or fidelity.DEFAULT_MAX_SYMBOLS)
-    results = [fidelity.compare_clip(c, references[c.name], graphs, max_symbols, tolerance, nemo)
+    results = [fidelity.compare_clip(c, references[c.name], graphs, model.family, max_symbols, tolerance, nemo)
                for c in clips if c.name in references]
-    check = fidelity.summarize(results, tolerance, reference_kind or "nemo")
+    check = fidelity.summarize(results, tolerance, reference_kind or "nemo", first=model.family.encoder_role.name)
     if reason:
         check.details["note"] = reason
     return check
@@ -308,12 +312,9 @@ def _run_sherpa(options, model, spec: ModelSpec, clips, sample_rate, progress):
             runs[provider] = SherpaRun(provider=provider, ok=False, error=reason)
             continue
         timed = [name for name, clip in buckets.items() if provider != "cuda" or clip.seconds <= cuda_limit]
-        request = SherpaRequest(
-            encoder=str(model.encoder), decoder=str(model.decoder), joiner=str(model.joiner),
-            tokens=str(model.tokens), provider=provider, threads=options.threads, sample_rate=sample_rate,
-            feature_dim=spec.feat_dim,
-            transcribe=[c.name for c in clips], speed=timed, repeats=options.repeats,
-            runtime_library=library)
+        request = SherpaRequest.for_model(
+            model, provider=provider, threads=options.threads, sample_rate=sample_rate, feature_dim=spec.feat_dim,
+            transcribe=[c.name for c in clips], speed=timed, repeats=options.repeats, runtime_library=library)
         with progress.stage(f"sherpa-onnx on {provider}: {len(clips)} clips"
                             + (f", {len(timed)} speed buckets x {options.repeats}" if timed else "")):
             runs[provider] = run_sherpa(request, audio)
@@ -433,8 +434,9 @@ def _assemble(options, model: ModelDir, checks, clips, audio_source) -> dict[str
         "tool_version": __version__,
         "created": dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat(),
         "model_dir": model.directory.resolve().name,
+        "family": model.family.name,
         "variant": model.variant,
-        "files": {"encoder": model.encoder.name, "decoder": model.decoder.name, "joiner": model.joiner.name,
+        "files": {**{role: path.name for role, path in model.graphs.items()},
                   "tokens": model.tokens.name},
         "passed": passed,
         "providers": list(options.providers),

@@ -1,26 +1,14 @@
-"""Run a model directory through sherpa-onnx itself, the way its users do."""
+"""Run a model directory through sherpa-onnx itself, the way its users do: the family's own recognizer."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Mapping
 
 import numpy as np
 
-from nemo2sherpa.contract import MODEL_TYPE
-
-
-@dataclass(frozen=True)
-class GraphPaths:
-    encoder: Path
-    decoder: Path
-    joiner: Path
-    tokens: Path
-
-    @classmethod
-    def in_directory(cls, directory: Path, encoder: str = "encoder.onnx", decoder: str = "decoder.onnx",
-                     joiner: str = "joiner.onnx") -> "GraphPaths":
-        return cls(directory / encoder, directory / decoder, directory / joiner, directory / "tokens.txt")
+from nemo2sherpa.families import family_named
 
 
 @dataclass(frozen=True)
@@ -30,24 +18,20 @@ class SherpaResult:
     timestamps: list[float]
 
 
-def make_recognizer(paths: GraphPaths, provider: str = "cpu", threads: int = 1, sample_rate: int = 16000,
-                    feature_dim: int = 80):
-    """An OfflineRecognizer for a NeMo transducer. model_type must be given: the default selects icefall's
-    transducer, and an empty one makes sherpa-onnx open the encoder once more just to read its metadata."""
-    import sherpa_onnx
+def recognizer_for(family: str, graphs: Mapping[str, str | Path], tokens: str | Path, provider: str = "cpu",
+                   threads: int = 1, sample_rate: int = 16000, feature_dim: int = 80):
+    """An OfflineRecognizer for a family's files (role -> path); by name, so a child process can build it from a
+    request."""
+    return family_named(family).sherpa_recognizer({role: Path(p) for role, p in graphs.items()}, Path(tokens),
+                                                  provider=provider, threads=threads, sample_rate=sample_rate,
+                                                  feature_dim=feature_dim)
 
-    return sherpa_onnx.OfflineRecognizer.from_transducer(
-        encoder=str(paths.encoder),
-        decoder=str(paths.decoder),
-        joiner=str(paths.joiner),
-        tokens=str(paths.tokens),
-        model_type=MODEL_TYPE,
-        provider=provider,
-        num_threads=threads,
-        sample_rate=sample_rate,
-        feature_dim=feature_dim,
-        decoding_method="greedy_search",
-    )
+
+def make_recognizer(model, provider: str = "cpu", threads: int = 1, sample_rate: int = 16000,
+                    feature_dim: int = 80):
+    """The recognizer for a validate.model_dir.ModelDir."""
+    return recognizer_for(model.family.name, model.graphs, model.tokens, provider=provider, threads=threads,
+                          sample_rate=sample_rate, feature_dim=feature_dim)
 
 
 def transcribe(recognizer, audio: np.ndarray, sample_rate: int = 16000) -> SherpaResult:

@@ -28,9 +28,8 @@ from nemo2sherpa.validate.audio import Clip
 
 @dataclass
 class SherpaRequest:
-    encoder: str
-    decoder: str
-    joiner: str
+    family: str  # families.FAMILIES key
+    graphs: dict[str, str]  # role -> file
     tokens: str
     provider: str = "cpu"
     threads: int = 2
@@ -42,6 +41,12 @@ class SherpaRequest:
     warmup: int = 1
     runtime_library: str | None = None  # route sherpa-onnx through this onnxruntime instead of its bundled one
     audio: str = ""  # npz with one array per clip name
+
+    @classmethod
+    def for_model(cls, model, **settings: Any) -> "SherpaRequest":
+        """A request for a validate.model_dir.ModelDir's files."""
+        return cls(family=model.family.name, graphs={role: str(path) for role, path in model.graphs.items()},
+                   tokens=str(model.tokens), **settings)
 
 
 @dataclass
@@ -113,7 +118,7 @@ def _peak_rss_bytes() -> int | None:
 
 def _decode_all(request: SherpaRequest, run: SherpaRun, ort_runtime) -> None:
     """Load the recognizer and run every transcription and timing asked for, filling `run`."""
-    from nemo2sherpa.validate.sherpa_runner import GraphPaths, make_recognizer
+    from nemo2sherpa.validate.sherpa_runner import recognizer_for
 
     if request.runtime_library:
         info = ort_runtime.sherpa_runtime_info()
@@ -124,11 +129,11 @@ def _decode_all(request: SherpaRequest, run: SherpaRun, ort_runtime) -> None:
             problem = ort_runtime.preload_cuda_libraries()  # NVIDIA's pip CUDA/cuDNN libraries, if installed
             if problem:
                 run.runtime["preload_cuda_libraries"] = problem
-    paths = GraphPaths(Path(request.encoder), Path(request.decoder), Path(request.joiner), Path(request.tokens))
     with ort_runtime.captured_fd_stderr() as captured:
         start = time.perf_counter()
-        recognizer = make_recognizer(paths, provider=request.provider, threads=request.threads,
-                                     sample_rate=request.sample_rate, feature_dim=request.feature_dim)
+        recognizer = recognizer_for(request.family, request.graphs, request.tokens, provider=request.provider,
+                                    threads=request.threads, sample_rate=request.sample_rate,
+                                    feature_dim=request.feature_dim)
         run.load_seconds = round(time.perf_counter() - start, 3)
     run.log = captured.text
     run.fallback_to_cpu = request.provider != "cpu" and ort_runtime.fallback_detected(captured.text)

@@ -51,13 +51,6 @@ SHAPE_OPS = {"Shape", "Gather", "Unsqueeze", "Squeeze", "Concat", "Slice", "Rang
              "ConstantOfShape", "Cast", "Reshape", "Less", "Not", "And", "Mul", "Add", "Sub", "Div", "Floor", "Tile"}
 
 
-@dataclass(frozen=True)
-class GraphSet:
-    encoder: Path
-    decoder: Path
-    joiner: Path
-
-
 def file_sizes(model: ModelDir) -> dict[str, int]:
     """Bytes per graph, external weights included."""
     sizes = {}
@@ -82,15 +75,11 @@ def _features(clips: Sequence[Clip], references: Mapping[str, Any] | None, feat_
     return out
 
 
-def _graph_agreement(variant: GraphSet, fp32: GraphSet, spec, features: Mapping[str, np.ndarray],
-                     threads: int) -> dict[str, Any]:
-    from nemo2sherpa.validate.greedy import GraphTransducer
-
-    def transducer(g: GraphSet) -> GraphTransducer:
-        return GraphTransducer(g.encoder, g.decoder, g.joiner, vocab_size=spec.vocab_size, durations=spec.durations,
-                               pred_rnn_layers=spec.pred_rnn_layers, pred_hidden=spec.pred_hidden, threads=threads)
-
-    reference, candidate = transducer(fp32), transducer(variant)
+def _graph_agreement(family, variant: Mapping[str, Path], fp32: Mapping[str, Path], spec,
+                     features: Mapping[str, np.ndarray], threads: int) -> dict[str, Any]:
+    """The variant's graphs against fp32's on the same features: output difference and greedy token agreement."""
+    reference = family.graph_decoder(fp32, spec, threads=threads)
+    candidate = family.graph_decoder(variant, spec, threads=threads)
     worst, same, empty, differing = 0.0, 0, 0, []
     for name, feats in features.items():
         encoded_a, length_a = reference.encode(feats)
@@ -111,7 +100,7 @@ def _graph_agreement(variant: GraphSet, fp32: GraphSet, spec, features: Mapping[
             else None, "blank_only": empty, "differing": differing[:20]}
 
 
-def _emulated(variant: ModelDir, scratch: Path) -> GraphSet:
+def _emulated(variant: ModelDir, scratch: Path) -> dict[str, Path]:
     from nemo2sherpa.convert.fp16 import emulate_fp16_graph
 
     paths = {}
@@ -119,7 +108,7 @@ def _emulated(variant: ModelDir, scratch: Path) -> GraphSet:
         target = scratch / f"{graph}.emulated.onnx"
         emulate_fp16_graph(path, target)
         paths[graph] = target
-    return GraphSet(**paths)
+    return paths
 
 
 def cuda_placement(graph: Path, feeds: Mapping[str, np.ndarray], runs: int = 2) -> dict[str, Any]:
@@ -206,11 +195,9 @@ def _sherpa_runs(model: ModelDir, spec, clips, buckets, providers, threads, repe
         if reason:
             runs[provider] = SherpaRun(provider=provider, ok=False, error=reason)
             continue
-        request = SherpaRequest(encoder=str(model.encoder), decoder=str(model.decoder), joiner=str(model.joiner),
-                                tokens=str(model.tokens), provider=provider, threads=threads,
-                                sample_rate=sample_rate, feature_dim=spec.feat_dim,
-                                transcribe=[c.name for c in clips], speed=list(buckets), repeats=repeats,
-                                runtime_library=library)
+        request = SherpaRequest.for_model(model, provider=provider, threads=threads, sample_rate=sample_rate,
+                                          feature_dim=spec.feat_dim, transcribe=[c.name for c in clips],
+                                          speed=list(buckets), repeats=repeats, runtime_library=library)
         runs[provider] = run_sherpa(request, audio)
     return runs
 
@@ -240,15 +227,14 @@ def compare_with_fp32(variant: ModelDir, fp32: ModelDir, clips: Sequence[Clip], 
                                    "ratio": round(sizes_variant["total"] / max(1, sizes_fp32["total"]), 3)}
 
     features = _features(clips, references, spec.feat_dim)
-    fp32_graphs = GraphSet(fp32.encoder, fp32.decoder, fp32.joiner)
+    family = variant.family
     with progress.stage(f"compare {precision} graphs with fp32"):
-        graphs = {"onnxruntime_cpu": _graph_agreement(GraphSet(variant.encoder, variant.decoder, variant.joiner),
-                                                      fp32_graphs, spec, features, threads)}
+        graphs = {"onnxruntime_cpu": _graph_agreement(family, variant.graphs, fp32.graphs, spec, features, threads)}
     if precision == "fp16":
         with progress.stage("emulate fp16 numerics (as CUDA computes them) on CPU"), \
                 tempfile.TemporaryDirectory(prefix="nemo2sherpa-fp16-") as scratch:
             emulated = _emulated(variant, Path(scratch))
-            graphs["emulated_fp16"] = _graph_agreement(emulated, fp32_graphs, spec, features, threads)
+            graphs["emulated_fp16"] = _graph_agreement(family, emulated, fp32.graphs, spec, features, threads)
         graphs["note"] = ("onnxruntime's CPU provider computes float16 graphs in float32; emulated_fp16 rounds every "
                           "float16 tensor as CUDA does")
     check.details["graphs"] = graphs

@@ -1,0 +1,196 @@
+"""The seam every model family plugs into: what a family knows, and the records that cross between convert,
+validate and publish.
+
+A family is one kind of exported model (the offline transducer, offline CTC, ...): its graph roles and file names,
+how each role is exported from NeMo and probed, the metadata sherpa-onnx reads, the contract check of a directory,
+the graph-level greedy decoder that proves fidelity against NeMo, NeMo's own greedy result, the sherpa-onnx
+recognizer that runs it, and its usage block in a model card. The rest of nemo2sherpa asks the family and never
+branches on which one it is.
+
+Nothing here imports NeMo, torch, onnxruntime or sherpa-onnx at import time: validate and publish use families on
+machines without NeMo, and a family's NeMo-facing methods import it when called.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Protocol, Sequence
+
+import numpy as np
+
+from nemo2sherpa.facts import ModelFacts
+
+PRECISIONS = ("fp32", "int8", "fp16")
+
+
+@dataclass(frozen=True)
+class Role:
+    """One graph of a family.
+
+    `holds_encoder`: the graph that contains the acoustic encoder; it takes the features, carries the sherpa-onnx
+    metadata, gets the encoder's graph rewrites and optimisation, and is large (weights written ahead, quantized
+    tensor by tensor with QUInt8 weights, as sherpa-onnx's published int8 models have it; the small graphs get
+    QInt8)."""
+
+    name: str
+    holds_encoder: bool = False
+
+
+@dataclass
+class Probe:
+    """Flat ONNX-order inputs and the PyTorch outputs they gave, for one graph role."""
+
+    graph: str
+    label: str
+    inputs: list[np.ndarray]
+    outputs: list[np.ndarray]
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What decoding a directory needs to know, as the directory itself states it (its metadata and files).
+    Fields a family does not use keep their defaults."""
+
+    family: str
+    vocab_size: int
+    feat_dim: int
+    normalize_type: str
+    metadata: dict[str, str]
+    pieces: list[str]
+    is_tdt: bool = False
+    durations: tuple[int, ...] = ()
+    pred_rnn_layers: int = 0
+    pred_hidden: int = 0
+    max_symbols: int | None = None
+
+
+@dataclass(frozen=True)
+class Hypothesis:
+    tokens: list[int]
+    frames: list[int]  # the output frame each token was emitted on
+
+
+class GraphDecoder(Protocol):
+    """A family's graphs run with onnxruntime: the graph-level reference decoder for fidelity checks."""
+
+    def encode(self, features: np.ndarray) -> tuple[np.ndarray, int]:
+        """features [mels, T] -> the output compared with NeMo's ([D, T']) and its valid length."""
+
+    def greedy(self, output: np.ndarray, length: int, max_symbols: int | None = None) -> Hypothesis:
+        """Greedy token ids from what encode() returned (or NeMo's equivalent, for the families that can)."""
+
+
+@dataclass(frozen=True)
+class NemoOutput:
+    """NeMo's view of one clip for a family: the output the graphs must reproduce, and NeMo's greedy ids."""
+
+    output: np.ndarray  # [D, T'], valid frames only
+    tokens: list[int]
+
+
+@dataclass
+class Blame:
+    graph: str
+    detail: str
+
+
+@dataclass(frozen=True)
+class FamilyFiles:
+    """What one family wrote into a directory: its files per precision (role -> file name) and the sherpa-onnx
+    metadata in its encoder-holding graph."""
+
+    family: str
+    variants: dict[str, dict[str, str]]
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+class Family(ABC):
+    """One kind of exported model. Subclasses are singletons registered in nemo2sherpa.families."""
+
+    name: str  # registry key, recorded in manifests and reports
+    title: str  # for people: "offline transducer (TDT/RNNT)"
+    roles: tuple[Role, ...]
+    sherpa_model_type: str  # what sherpa-onnx calls it (informational: --model-type, manifests)
+
+    # ------------------------------------------------------------------------------------------------ files
+
+    def role(self, name: str) -> Role:
+        return next(r for r in self.roles if r.name == name)
+
+    @property
+    def encoder_role(self) -> Role:
+        return next(r for r in self.roles if r.holds_encoder)
+
+    def files(self, precision: str = "fp32") -> dict[str, str]:
+        """sherpa-onnx users' file names: encoder.onnx, encoder.int8.onnx, model.fp16.onnx, ..."""
+        suffix = "" if precision == "fp32" else f".{precision}"
+        return {role.name: f"{role.name}{suffix}.onnx" for role in self.roles}
+
+    # ------------------------------------------------------------------------------------- which checkpoints
+
+    @abstractmethod
+    def refusal(self, facts: ModelFacts) -> str | None:
+        """Why this family cannot export a checkpoint with these facts, or None when it can."""
+
+    # ------------------------------------------------------------------------------- convert (imports NeMo)
+
+    def prepare_for_export(self, model: Any) -> None:
+        """Put the NeMo model into the state its export needs (e.g. a hybrid's CTC branch selected)."""
+
+    @abstractmethod
+    def export_modules(self, model: Any) -> dict[str, Any]:
+        """role -> the NeMo module whose export is that graph, in role order."""
+
+    def trace_example(self, role: str, module: Any) -> tuple | None:
+        """The example the exporter traces a role with; None: NeMo's own."""
+        return None
+
+    @abstractmethod
+    def probes(self, model: Any, frames: Sequence[int], generator: Any) -> list[Probe]:
+        """PyTorch outputs on inputs the tracer never saw, per role (called after the export)."""
+
+    @abstractmethod
+    def metadata(self, facts: ModelFacts, url: str, comment: str) -> dict[str, str]:
+        """The metadata sherpa-onnx reads from the encoder-holding graph, every value a string."""
+
+    # ----------------------------------------------------------------------------------------------- validate
+
+    @abstractmethod
+    def check_contract(self, graphs: Mapping[str, Any], pieces: list[str], manifest, result) -> ModelSpec | None:
+        """Check the loaded graphs (role -> onnx.ModelProto without weights) and tokens against what sherpa-onnx
+        requires; problems go to `result` (a CheckResult), and the spec comes back when decoding is possible."""
+
+    @abstractmethod
+    def graph_decoder(self, paths: Mapping[str, Path], spec: ModelSpec, threads: int = 1,
+                      provider: str = "cpu") -> GraphDecoder:
+        ...
+
+    @property
+    def decodes_reference_output(self) -> bool:
+        """Whether greedy() can decode NeMo's output (the transducer's decoder and joiner can take NeMo's encoder
+        output, which tells an encoder difference from a decoder one); a one-graph family cannot."""
+        return False
+
+    @abstractmethod
+    def nemo_output(self, model: Any, encoded: Any, encoded_length: Any) -> NemoOutput:
+        """From NeMo's encoder output (torch tensors, batch of one): what the graphs must reproduce and NeMo's own
+        greedy decode."""
+
+    def blame(self, decoder: GraphDecoder, reference, nemo, tolerance: float) -> Blame | None:
+        """Which graph after the encoder causes a token mismatch, walking NeMo's path; None when the family has
+        only one graph."""
+        return None
+
+    @abstractmethod
+    def sherpa_recognizer(self, paths: Mapping[str, Path], tokens: Path, *, provider: str, threads: int,
+                          sample_rate: int, feature_dim: int):
+        """A sherpa_onnx.OfflineRecognizer for the files (imports sherpa_onnx)."""
+
+    # ----------------------------------------------------------------------------------------------- publish
+
+    @abstractmethod
+    def usage(self, files: Mapping[str, str], tokens: str, *, feature_dim: int, sample_rate: int,
+              provider_note: str) -> str:
+        """Markdown: how to load these files with sherpa-onnx (Python, command line, Rust), paths as given."""

@@ -1,0 +1,90 @@
+"""What every family shares: sherpa-onnx's common NeMo metadata, reading it back, graph shapes, onnxruntime sessions
+for graph-level decoding, and the PyTorch side of probing an exported encoder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from nemo2sherpa.facts import ModelFacts
+from nemo2sherpa.families.base import Probe
+
+METADATA_VERSION = "1"
+#: feature normalisations sherpa-onnx implements for NeMo models ("NA" is read as none)
+SHERPA_NORMALIZE_TYPES = ("per_feature", "", "NA")
+
+
+def common_metadata(facts: ModelFacts, comment: str) -> dict[str, str]:
+    """The metadata sherpa-onnx's NeMo loaders share (vocab_size without blank, subsampling, normalisation,
+    features), every value a string as ONNX metadata_props hold them."""
+    return {
+        "vocab_size": str(facts.vocab_size),
+        "normalize_type": facts.normalize,
+        "subsampling_factor": str(facts.architecture.subsampling_factor),
+        "feat_dim": str(facts.architecture.mels),
+        "model_type": facts.model_class,
+        "version": METADATA_VERSION,
+        "model_author": "NeMo",
+        "comment": comment,
+    }
+
+
+def int_metadata(metadata: dict[str, str], key: str, result) -> int | None:
+    """An integer metadata value, or None (absent, or not an integer: then `result` fails naming it)."""
+    if key not in metadata:
+        return None
+    try:
+        return int(metadata[key])
+    except ValueError:
+        result.fail(f"metadata {key}={metadata[key]!r} is not an integer")
+        return None
+
+
+def dims(value_info) -> list[Any]:
+    """A graph input's or output's shape: ints where fixed, the symbolic name (or None) where dynamic."""
+    return [d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
+            for d in value_info.type.tensor_type.shape.dim]
+
+
+def make_session(path: Path, provider: str = "cpu", threads: int = 1):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if provider == "cuda" else ["CPUExecutionProvider"]
+    return ort.InferenceSession(str(path), options, providers=providers)
+
+
+def flatten(value: Any) -> list[np.ndarray]:
+    if isinstance(value, (tuple, list)):
+        return [item for part in value for item in flatten(part)]
+    return [value.detach().cpu().numpy()]
+
+
+def run_export_forward(module: Any, *args: Any) -> Any:
+    """Call the module the way its export traced it: forward_for_export when it has one, type checks off."""
+    from nemo.core.classes.common import typecheck
+
+    forward = getattr(module, "forward_for_export", None) or module.forward
+    with typecheck.disable_checks():
+        return forward(*args)
+
+
+def encoder_probes(module: Any, role: str, frames: Sequence[int], generator: Any, mels: int | None = None
+                   ) -> list[Probe]:
+    """Random features of each length through the module that holds the encoder (an encoder, or a whole CTC
+    model), as its export runs it."""
+    import torch
+
+    mels = mels or int(getattr(module, "_feat_in", 0) or module.encoder._feat_in)
+    probes = []
+    for count in frames:
+        features = torch.randn(1, mels, count, generator=generator)
+        length = torch.tensor([count], dtype=torch.int64)
+        outputs = run_export_forward(module, features, length)
+        probes.append(Probe(role, f"{count} frames", flatten((features, length)), flatten(outputs)))
+    return probes
