@@ -75,7 +75,8 @@ def main() -> None:
     done.set()
     sampler.join()
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    print(json.dumps({"returncode": returncode, "wall_s": round(wall, 2), "peak_rss_gb": round(usage.ru_maxrss / 1e6, 2),
+    print(json.dumps({"returncode": returncode, "wall_s": round(wall, 2),
+                      "peak_rss_gb": round(usage.ru_maxrss / 1e6, 2),
                       "peak_tree_rss_gb": round(peak[0] / 1e6, 2),
                       # bytes the command caused to be written to storage (Linux counts them when pages are dirtied)
                       "written_gb": round(usage.ru_oublock * 512 / 1e9, 2)}))

@@ -183,7 +183,8 @@ def test_table_positions_as_nemo_exports_them(checkpoints, tmp_path):
     from nemo2sherpa.convert.optimize import optimize_encoder
 
     model = random_model(checkpoints["tdt-80"].architecture, tmp_path / "model", seed=5)
-    plain = write_graph(export_graphs(TRANSDUCER, {"encoder": model.encoder}, tmp_path / "a")["encoder"], tmp_path / "plain.onnx").files[0]
+    exported = export_graphs(TRANSDUCER, {"encoder": model.encoder}, tmp_path / "a")["encoder"]
+    plain = write_graph(exported, tmp_path / "plain.onnx").files[0]
     assert any(n.op_type == "Slice" and n.name.startswith("/pos_enc") for n in _graph(plain).graph.node)
     encoder, info = optimize_encoder(export_graphs(TRANSDUCER, {"encoder": model.encoder}, tmp_path / "b")["encoder"])
     assert [o["name"] for o in info["optimizations"]] == list(REWRITES)

@@ -515,7 +515,8 @@ def test_a_manifest_pointing_outside_the_directory_is_refused_or_not_read(fixtur
     problems = _contract_problems(broken, run_cli(["validate", broken, "--no-speed", "-q"], capsys))
     assert "'../secret.bin', which is not a plain file name" in problems and "1234" not in problems
 
-    data["families"]["transducer"]["variants"]["fp32"]["encoder"] = str(fixture_dir / "encoder.onnx")  # an absolute path: another directory
+    # an absolute path: another directory
+    data["families"]["transducer"]["variants"]["fp32"]["encoder"] = str(fixture_dir / "encoder.onnx")
     (broken / "manifest.json").write_text(json.dumps(data))
     ran = run_cli(["validate", broken, "--no-speed", "-q"], capsys)
     assert_one_line_error(ran, "manifest.json", "variants.fp32.encoder", "not a plain file name")

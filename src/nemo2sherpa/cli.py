@@ -66,9 +66,8 @@ def recipes(as_json: bool) -> int:
     rows = [header]
     for name, r in catalog.items():
         a = r.architecture
-        kind = "TDT" if a.durations else "RNNT"
-        if a.model_class == "EncDecHybridRNNTCTCBPEModel":
-            kind += "+CTC"
+        heads = [("TDT" if a.durations else "RNNT")] if a.pred_hidden is not None else []
+        kind = "+".join(heads + (["CTC"] if a.has_ctc_head else []))
         rows.append((name, r.repo_id or "bundled with nemo2sherpa", _human_count(r.params), str(a.mels),
                      str(a.vocab_size), kind, r.license))
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
@@ -222,7 +221,8 @@ def validate(directory: Path, providers: tuple[str, ...], nemo: Path | None, aud
 
     options = ValidateOptions(
         directory=directory, nemo=nemo, audio=audio, dataset=dataset, providers=providers, report_dir=report_dir,
-        variant=variant, family=family, threads=threads, repeats=repeats, speed_lengths=speed_lengths, measure_speed=not no_speed,
+        variant=variant, family=family, threads=threads, repeats=repeats, speed_lengths=speed_lengths,
+        measure_speed=not no_speed,
         use_nemo=not no_nemo, encoder_tolerance=max_encoder_diff, min_exact_match=min_exact_match,
         max_wer_vs_nemo=max_wer_vs_nemo, min_provider_agreement=min_provider_agreement,
         long_audio=not no_long_audio, compare_with=compare_with,

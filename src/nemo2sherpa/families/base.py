@@ -183,6 +183,11 @@ class Family(ABC):
         only one graph."""
         return None
 
+    def explain_transcript_difference(self, nemo: str, sherpa: str) -> str | None:
+        """The known cause when sherpa-onnx's text differs from NeMo's this way, for the report; None when there is
+        none to give."""
+        return None
+
     @abstractmethod
     def sherpa_recognizer(self, paths: Mapping[str, Path], tokens: Path, *, provider: str, threads: int,
                           sample_rate: int, feature_dim: int):

@@ -82,7 +82,10 @@ class CtcFamily(Family):
     def prepare_for_export(self, model: Any) -> None:
         """A hybrid exports its CTC head only once NeMo's current decoder is the CTC one (its output_module)."""
         if hasattr(model, "ctc_decoder"):
-            model.change_decoding_strategy(decoder_type="ctc", verbose=False)
+            from nemo2sherpa.convert.loading import quiet_nemo
+
+            with quiet_nemo():
+                model.change_decoding_strategy(decoder_type="ctc", verbose=False)
 
     def export_modules(self, model: Any) -> dict[str, Any]:
         return {"model": model}
@@ -93,7 +96,7 @@ class CtcFamily(Family):
         return encoder_probes(model, "model", frames, generator, mels=int(model.encoder._feat_in))
 
     def metadata(self, facts: ModelFacts, url: str, comment: str) -> dict[str, str]:
-        if "Hybrid" in facts.model_class and HYBRID_NOTE not in comment:
+        if facts.architecture.model_class != "EncDecCTCModelBPE":  # a hybrid
             comment = f"{comment}; {HYBRID_NOTE}"
         return {**common_metadata(facts, comment), "url": url, "is_giga_am": "0"}
 
@@ -142,6 +145,17 @@ class CtcFamily(Family):
         per_frame = [int(t) for t in (sequence.tolist() if hasattr(sequence, "tolist") else sequence)][:length]
         tokens = fold_ctc(per_frame, int(decoding.blank_id)).tokens
         return NemoOutput(output=log_probs[0, :length].numpy().T.copy(), tokens=tokens)
+
+    def explain_transcript_difference(self, nemo: str, sherpa: str) -> str | None:
+        """sherpa-onnx computes a NeMo CTC model's output length as input frames // subsampling_factor; NeMo's
+        striding convolutions give ceil(frames / 8) (one more unless the count divides evenly), so sherpa-onnx never
+        reads the last output frame, and a token emitted only there is lost: sherpa-onnx's text is NeMo's cut short."""
+        a, b = " ".join(nemo.split()), " ".join(sherpa.split())
+        if a != b and a.startswith(b):
+            return ("sherpa-onnx ends early: it ignores a NeMo CTC model's last output frame (it takes input frames "
+                    "// subsampling factor, NeMo ceil), so a token emitted only there is lost; audio that ends "
+                    "right after the last word loses it, trailing silence (80 ms or more) keeps it")
+        return None
 
     def sherpa_recognizer(self, paths: Mapping[str, Path], tokens: Path, *, provider: str, threads: int,
                           sample_rate: int, feature_dim: int):

@@ -37,6 +37,7 @@ MODEL_TYPE = "nemo_transducer"
 SHERPA_RS_URL = "https://github.com/thewh1teagle/sherpa-rs"
 REQUIRED_METADATA = ("vocab_size", "subsampling_factor", "pred_rnn_layers", "pred_hidden")
 TDT_MARK = "tdt"
+HYBRID_NOTE = "only the transducer branch is exported"
 JOINT_EXAMPLE_FRAMES = 3
 
 
@@ -188,6 +189,8 @@ class TransducerFamily(Family):
         return probes
 
     def metadata(self, facts: ModelFacts, url: str, comment: str) -> dict[str, str]:
+        if facts.architecture.has_ctc_head:
+            comment = f"{comment}; {HYBRID_NOTE}"
         return {
             **common_metadata(facts, comment),
             "pred_rnn_layers": str(facts.architecture.pred_rnn_layers),

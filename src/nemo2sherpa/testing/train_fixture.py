@@ -1,7 +1,10 @@
-"""Train the bundled fixture: a tiny NeMo FastConformer-TDT model that really transcribes a few espeak-ng sentences.
+"""Train a bundled fixture: a tiny NeMo FastConformer model that really transcribes a few espeak-ng sentences.
 
-    python -m nemo2sherpa.testing.train_fixture --out DIR [--seed 0] [--attention rel_pos|rel_pos_local_attn
-                                                           --context L,R]
+    python -m nemo2sherpa.testing.train_fixture --out DIR [--model tdt|ctc|hybrid] [--seed 0]
+                                                [--attention rel_pos|rel_pos_local_attn --context L,R]
+
+--model picks the recipe: tiny-tdt-en (a TDT transducer, the default), tiny-ctc-en (a CTC model) or tiny-hybrid-en (a
+hybrid TDT-CTC model whose two heads are both trained).
 
 Why: a model with random weights exercises every graph but proves nothing about text; a real Parakeet checkpoint is
 gigabytes. This one is a few hundred kilobytes, trains in about a minute on two CPU cores, and NeMo's own
@@ -9,9 +12,11 @@ transcribe() gets every one of its training utterances exactly right, so a conve
 transcripts. It memorises its data and understands nothing else; that is all a fixture needs.
 
 NeMo's TDT losses only run on CUDA, so training uses nemo2sherpa.testing.tdt_loss (omega = 0: no mixing with the
-plain RNN-T loss; sigma from the model's config). Training stops once NeMo's greedy decoding of a fresh forward pass
-gets every utterance right, runs a few margin steps, then saves the model and checks it once more with NeMo's
-transcribe() on the written WAV files, from the model restored out of the saved .nemo.
+plain RNN-T loss; sigma from the model's config); a CTC head trains with torch's CTC loss, a hybrid with NeMo's
+weighting of the two (aux_ctc.ctc_loss_weight). Training stops once NeMo's greedy decoding of a fresh forward pass
+gets every utterance right with every head, runs a few margin steps, then saves the model and checks it once more
+with NeMo's transcribe() on the written WAV files, from the model restored out of the saved .nemo (for a hybrid:
+with each decoder).
 """
 
 from __future__ import annotations
@@ -69,12 +74,16 @@ NOISE_SNR_DB = (25.0, 45.0)  # white noise added to each training utterance at a
 MAX_SHIFT = 1280  # random leading samples (up to one 80 ms encoder frame), so alignment to the frame grid varies
 
 
-def architecture(attention: str = "rel_pos", context: tuple[int, int] = (-1, -1)) -> Architecture:
-    """The fixture's shape, as the recipe catalog states it (a scaled-down Parakeet TDT), with the attention asked
+RECIPES = {"tdt": "tiny-tdt-en", "ctc": "tiny-ctc-en", "hybrid": "tiny-hybrid-en"}
+
+
+def architecture(attention: str = "rel_pos", context: tuple[int, int] = (-1, -1), kind: str = "tdt"
+                 ) -> Architecture:
+    """The fixture's shape, as the recipe catalog states it (a scaled-down Parakeet), with the attention asked
     for."""
     from nemo2sherpa.recipes import get_recipe
 
-    return dataclasses.replace(get_recipe("tiny-tdt-en").architecture, attention=attention,
+    return dataclasses.replace(get_recipe(RECIPES[kind]).architecture, attention=attention,
                                att_context_size=tuple(context))
 
 
@@ -105,7 +114,8 @@ def _flatten_transcripts(result: Any) -> list[str]:
 
 
 class Trainer:
-    """The model, its data as one padded batch, and the loop that trains it with the CPU TDT loss."""
+    """The model, its data as one padded batch, and the loop that trains each head it has: the transducer with the
+    CPU TDT loss, a CTC head with torch's CTC loss."""
 
     def __init__(self, model: Any, utterances: list[Utterance], seed: int) -> None:
         import torch
@@ -113,8 +123,17 @@ class Trainer:
         self.model = model
         self.utterances = utterances
         self.texts = [normalise(u.text) for u in utterances]
-        self.durations = list(model.cfg.decoding.durations)
-        self.sigma = float(model.cfg.loss.get("tdt_kwargs", {}).get("sigma", 0.0))
+        self.transducer = hasattr(model, "joint")
+        self.ctc_head = getattr(model, "ctc_decoder", None) if self.transducer else model.decoder
+        if self.transducer:
+            self.durations = list(model.cfg.decoding.durations)
+            self.sigma = float(model.cfg.loss.get("tdt_kwargs", {}).get("sigma", 0.0))
+        if self.ctc_head is None:
+            self.ctc_weight = 0.0  # a transducer alone
+        elif self.transducer:
+            self.ctc_weight = float(model.cfg.aux_ctc.get("ctc_loss_weight", 0.3))  # a hybrid, weighted as NeMo does
+        else:
+            self.ctc_weight = 1.0  # a CTC model alone
         lengths = [len(u.audio) for u in utterances]
         audio = np.zeros((len(utterances), max(lengths) + MAX_SHIFT), dtype=np.float32)
         for i, u in enumerate(utterances):
@@ -156,33 +175,59 @@ class Trainer:
 
         self.model.train()
         audio, lengths = self.augmented()
-        encoded, encoded_lengths = self.model.forward(input_signal=audio, input_signal_length=lengths)
-        decoded, target_lengths, _ = self.model.decoder(targets=self.targets, target_length=self.target_lengths)
-        joint = self.model.joint(encoder_outputs=encoded, decoder_outputs=decoded)
-        loss = tdt_loss(joint, self.targets, encoded_lengths, target_lengths, self.durations, sigma=self.sigma)
+        encoded, encoded_lengths = self._encoder_output(audio, lengths)
+        loss = torch.zeros(())
+        if self.transducer:
+            decoded, target_lengths, _ = self.model.decoder(targets=self.targets, target_length=self.target_lengths)
+            joint = self.model.joint(encoder_outputs=encoded, decoder_outputs=decoded)
+            loss = (1 - self.ctc_weight) * tdt_loss(joint, self.targets, encoded_lengths, target_lengths,
+                                                    self.durations, sigma=self.sigma)
+        if self.ctc_head is not None:
+            log_probs = self.ctc_head(encoder_output=encoded)  # [B, T, V + 1], blank last
+            loss = loss + self.ctc_weight * torch.nn.functional.ctc_loss(
+                log_probs.transpose(0, 1), self.targets, encoded_lengths, self.target_lengths,
+                blank=log_probs.shape[-1] - 1, zero_infinity=True)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), 5.0)
         self.optimizer.step()
         return float(loss.item())
 
-    def decode(self) -> list[str]:
-        """NeMo's greedy TDT decoding (the model's own decoding config) of an eval-mode forward on the clean batch."""
+    def _encoder_output(self, audio, lengths):
+        """What every model class's forward() computes first (a transducer's forward() stops there; a CTC model's goes
+        on through its head)."""
+        features, feature_lengths = self.model.preprocessor(input_signal=audio, length=lengths)
+        if self.model.training and getattr(self.model, "spec_augmentation", None) is not None:
+            features = self.model.spec_augmentation(input_spec=features, length=feature_lengths)
+        return self.model.encoder(audio_signal=features, length=feature_lengths)
+
+    def decode(self) -> dict[str, list[str]]:
+        """NeMo's greedy decoding with each head the model has (its own decoding configs), of an eval-mode forward on
+        the clean batch."""
         import torch
 
         self.model.eval()
+        out: dict[str, list[str]] = {}
         with torch.inference_mode():
-            encoded, encoded_lengths = self.model.forward(input_signal=self.audio, input_signal_length=self.lengths)
-            hypotheses = self.model.decoding.rnnt_decoder_predictions_tensor(
-                encoder_output=encoded, encoded_lengths=encoded_lengths)
-        return [normalise(text) for text in _flatten_transcripts(hypotheses)]
+            encoded, encoded_lengths = self._encoder_output(self.audio, self.lengths)
+            if self.transducer:
+                hypotheses = self.model.decoding.rnnt_decoder_predictions_tensor(
+                    encoder_output=encoded, encoded_lengths=encoded_lengths)
+                out["transducer"] = [normalise(text) for text in _flatten_transcripts(hypotheses)]
+            if self.ctc_head is not None:
+                decoding = self.model.ctc_decoding if self.transducer else self.model.decoding
+                log_probs = self.ctc_head(encoder_output=encoded)
+                hypotheses = decoding.ctc_decoder_predictions_tensor(log_probs, decoder_lengths=encoded_lengths)
+                out["ctc"] = [normalise(text) for text in _flatten_transcripts(hypotheses)]
+        return out
 
-    def wrong(self, transcripts: list[str]) -> list[int]:
-        return [i for i, (got, want) in enumerate(zip(transcripts, self.texts)) if got != want]
+    def wrong(self, transcripts: dict[str, list[str]]) -> list[tuple[str, int]]:
+        return [(head, i) for head, texts in transcripts.items()
+                for i, (got, want) in enumerate(zip(texts, self.texts)) if got != want]
 
 
 def train(model: Any, utterances: list[Utterance], seed: int, log=print) -> int:
-    """Train until NeMo decodes every utterance exactly, plus MARGIN_STEPS; the number of steps taken."""
+    """Train until NeMo decodes every utterance exactly with every head, plus MARGIN_STEPS; the steps taken."""
     trainer = Trainer(model, utterances, seed)
     correct_since: int | None = None
     for step in range(1, MAX_STEPS + 1):
@@ -190,7 +235,8 @@ def train(model: Any, utterances: list[Utterance], seed: int, log=print) -> int:
         if step % CHECK_EVERY and step != MAX_STEPS:
             continue
         wrong = trainer.wrong(trainer.decode())
-        log(f"step {step:4d}  loss {loss:8.3f}  wrong {len(wrong):2d}/{len(utterances)}")
+        heads = int(trainer.transducer) + int(trainer.ctc_head is not None)
+        log(f"step {step:4d}  loss {loss:8.3f}  wrong {len(wrong):2d} of {len(utterances)} x {heads} head(s)")
         if wrong:
             correct_since = None
         elif correct_since is None:
@@ -242,27 +288,36 @@ def write_readme(out: Path, command: str, arch: Architecture, seed: int, steps: 
         f"{arch.attention}, att_context_size {list(arch.att_context_size or ())}")
     sentences = "\n".join(f"- {s}" for s in SENTENCES)
     total = sum(u.seconds for u in utterances)
-    (out / "README.md").write_text(f"""# {out.name}: a tiny trained NeMo TDT model
+    heads = {"EncDecRNNTBPEModel": f"TDT durations {list(arch.durations or ())}",
+             "EncDecCTCModelBPE": "a CTC head (NeMo's ConvASRDecoder)",
+             "EncDecHybridRNNTCTCBPEModel": f"TDT durations {list(arch.durations or ())} and a CTC head, both "
+                                            "trained"}[arch.model_class or ""]
+    losses = {"EncDecRNNTBPEModel": "nemo2sherpa's CPU TDT loss (sigma from the config, omega 0)",
+              "EncDecCTCModelBPE": "torch's CTC loss",
+              "EncDecHybridRNNTCTCBPEModel": "nemo2sherpa's CPU TDT loss and torch's CTC loss, weighted as NeMo "
+                                             "weights them (aux_ctc.ctc_loss_weight)"}[arch.model_class or ""]
+    each_decoder = " with each decoder" if arch.has_ctc_head and arch.pred_hidden else ""
+    (out / "README.md").write_text(f"""# {out.name}: a tiny trained NeMo model
 
-Made by `nemo2sherpa.testing.train_fixture`, for tests and as the embedded demo model. It memorised its
-{len(utterances)} training utterances ({total:.0f} s of espeak-ng speech) and knows nothing else.
+Made by `nemo2sherpa.testing.train_fixture`, for tests (and, the TDT one, as the embedded demo model). It memorised
+its {len(utterances)} training utterances ({total:.0f} s of espeak-ng speech) and knows nothing else.
 
     {command}
 
-- `model.nemo`: EncDecRNNTBPEModel, FastConformer encoder ({arch.encoder_layers} layers, d_model {arch.d_model},
-  {arch.attention_heads} heads, {attention}, dw_striding subsampling x{arch.subsampling_factor}), TDT durations
-  {list(arch.durations or ())}, SentencePiece BPE vocabulary of {arch.vocab_size} tokens (+ blank), {arch.mels} mels.
+- `model.nemo`: {arch.model_class}, FastConformer encoder ({arch.encoder_layers} layers, d_model {arch.d_model},
+  {arch.attention_heads} heads, {attention}, dw_striding subsampling x{arch.subsampling_factor}), {heads},
+  SentencePiece BPE vocabulary of {arch.vocab_size} tokens (+ blank), {arch.mels} mels.
 - `audio/*.wav`: 16 kHz 16-bit mono; `dataset.jsonl`: one `{{"audio": ..., "text": ...}}` per line, audio paths
-  relative to that file.
+  relative to that file (written by the script; the bundled copies besides tiny-tdt-en's use its identical audio).
 
 Sentences, each in {len(VOICES)} espeak-ng renderings ({voices}):
 
 {sentences}
 
 Trained from seed {seed} with Adam (lr {LEARNING_RATE}) on the whole set as one batch, with a little white noise and a
-random leading shift per step, using nemo2sherpa's CPU TDT loss (sigma from the config, omega 0): {steps} steps,
-{seconds:.0f} s on 2 CPU cores. Training stopped {MARGIN_STEPS} steps after NeMo's greedy decoding first got every
-utterance right; NeMo's `transcribe()` of the restored `model.nemo` then matched every transcript exactly.
+random leading shift per step, using {losses}: {steps} steps, {seconds:.0f} s on 2 CPU cores. Training stopped
+{MARGIN_STEPS} steps after NeMo's greedy decoding first got every utterance right with every head; NeMo's
+`transcribe()` of the restored `model.nemo` then matched every transcript exactly{each_decoder}.
 Rebuilding needs the same espeak-ng, torch and NeMo versions for bit-identical weights.
 """, encoding="utf-8")
 
@@ -280,6 +335,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "\n\n")[0])
     parser.add_argument("--out", type=Path, required=True, help="fixture directory to (re)create")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--model", choices=tuple(RECIPES), default="tdt",
+                        help="tdt: tiny-tdt-en; ctc: tiny-ctc-en; hybrid: tiny-hybrid-en (both heads trained)")
     parser.add_argument("--attention", choices=("rel_pos", "rel_pos_local_attn"), default="rel_pos")
     parser.add_argument("--context", type=parse_context, default=None,
                         help="attention context L,R (frames after subsampling); required for rel_pos_local_attn")
@@ -309,7 +366,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.monotonic()
     utterances = synthesise_all()
     print(f"synthesised {len(utterances)} utterances, {sum(u.seconds for u in utterances):.1f} s of audio")
-    arch = architecture(args.attention, context)
+    arch = architecture(args.attention, context, args.model)
     with tempfile.TemporaryDirectory() as scratch:
         tokenizer_dir = Path(scratch) / "tokenizer"
         trained_tokenizer(SENTENCES, int(arch.vocab_size or 0), tokenizer_dir)
@@ -334,19 +391,23 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     with quiet_nemo():
         restored = ASRModel.restore_from(str(out / "model.nemo"), map_location="cpu")
-    transcripts = transcribe_files(restored, paths)
     command = " ".join(["python -m nemo2sherpa.testing.train_fixture", *(argv if argv is not None else sys.argv[1:])])
     write_readme(out, command, arch, args.seed, steps, train_seconds, utterances)
     bad = 0
-    for utterance, text in zip(utterances, transcripts):
-        ok = normalise(text) == normalise(utterance.text)
-        bad += not ok
-        print(f"{'ok ' if ok else 'BAD'} {utterance.name:10s} {text}")
+    for decoder in (("rnnt", "ctc") if hasattr(restored, "ctc_decoder") else (None,)):
+        if decoder is not None:
+            with quiet_nemo():
+                restored.change_decoding_strategy(decoder_type=decoder, verbose=False)
+        for utterance, text in zip(utterances, transcribe_files(restored, paths)):
+            ok = normalise(text) == normalise(utterance.text)
+            bad += not ok
+            print(f"{'ok ' if ok else 'BAD'} {decoder or '':4s} {utterance.name:10s} {text}")
     size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     print(f"steps {steps}, training {train_seconds:.1f} s, total {time.monotonic() - started:.1f} s, "
           f"fixture {size / 1e6:.2f} MB (model.nemo {(out / 'model.nemo').stat().st_size / 1e6:.2f} MB)")
     if bad:
-        print(f"error: NeMo transcribe() of the saved model got {bad} of {len(utterances)} utterances wrong",
+        print(f"error: NeMo transcribe() of the saved model got {bad} transcript(s) of {len(utterances)} "
+              "utterances wrong",
               file=sys.stderr)
         return 1
     return 0

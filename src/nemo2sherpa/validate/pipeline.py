@@ -96,7 +96,8 @@ def validate(options: ValidateOptions, progress: Progress | None = None) -> Vali
             sherpa={p: runs[p].transcripts[c.name]["text"] for p in usable}) for c in clips]
         if usable:
             checks["transcripts"] = transcripts.evaluate(rows, usable, options.min_exact_match,
-                                                         options.max_wer_vs_nemo, reference_kind)
+                                                         options.max_wer_vs_nemo, reference_kind,
+                                                         explain=model.family.explain_transcript_difference)
         else:
             checks["transcripts"] = CheckResult.skipped("transcripts", "sherpa-onnx did not run on any provider")
         if options.measure_speed and usable:

@@ -197,7 +197,8 @@ def _precision_section(precision: dict[str, Any] | None) -> list[str]:
     if sizes:
         total = lambda key: (sizes.get(key) or {}).get("total")  # noqa: E731
         lines += [f"Size: {_fmt(total(variant) / 1e6 if total(variant) else None, 1)} MB against "
-                  f"{_fmt(total('fp32') / 1e6 if total('fp32') else None, 1)} MB (ratio {_fmt(sizes.get('ratio'), 3)}).",
+                  f"{_fmt(total('fp32') / 1e6 if total('fp32') else None, 1)} MB "
+                  f"(ratio {_fmt(sizes.get('ratio'), 3)}).",
                   ""]
     graphs = {k: v for k, v in (precision.get("graphs") or {}).items() if isinstance(v, dict)}
     if graphs:

@@ -82,7 +82,8 @@ def run_sherpa(request: SherpaRequest, clips: dict[str, Clip], timeout: float = 
             done = subprocess.run([sys.executable, "-m", __name__, str(request_path), str(result_path)],
                                   capture_output=True, text=True, timeout=timeout, env=env)
         except subprocess.TimeoutExpired:
-            return SherpaRun(provider=request.provider, ok=False, error=f"sherpa-onnx did not finish in {timeout:.0f} s")
+            return SherpaRun(provider=request.provider, ok=False,
+                             error=f"sherpa-onnx did not finish in {timeout:.0f} s")
         if result_path.exists():
             data = json.loads(result_path.read_text())
             return SherpaRun(**data)

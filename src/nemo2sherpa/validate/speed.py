@@ -83,7 +83,8 @@ def summarize(times: list[ProviderTimes], threads: int, repeats: int) -> CheckRe
         for provider, t in by_provider.items():
             decode = t.decode_seconds.get(length)
             if decode is not None:
-                row[provider] = {"decode_seconds": round(decode, 4), "rtfx": round(length / decode, 2) if decode else None}
+                row[provider] = {"decode_seconds": round(decode, 4),
+                                 "rtfx": round(length / decode, 2) if decode else None}
         if "cpu" in row and "cuda" in row:
             row["cuda_speedup"] = round(row["cpu"]["decode_seconds"] / row["cuda"]["decode_seconds"], 3)
         buckets.append(row)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 from nemo2sherpa.validate.results import CheckResult
 
@@ -64,7 +64,9 @@ class TranscriptRow:
 
 
 def evaluate(rows: list[TranscriptRow], providers: Sequence[str], min_exact_match: float,
-             max_wer_vs_nemo: float, reference_kind: str | None) -> CheckResult:
+             max_wer_vs_nemo: float, reference_kind: str | None,
+             explain: Callable[[str, str], str | None] | None = None) -> CheckResult:
+    """`explain(nemo_text, sherpa_text)`: the model family's known cause of such a difference, or None."""
     check = CheckResult("transcripts")
     with_nemo = [r for r in rows if r.nemo is not None]
     with_truth = [r for r in rows if r.truth]
@@ -75,9 +77,17 @@ def evaluate(rows: list[TranscriptRow], providers: Sequence[str], min_exact_matc
             exact = sum(same_text(r.nemo or "", r.sherpa[provider]) for r in with_nemo) / len(with_nemo)
             wer = corpus_wer([r.nemo or "" for r in with_nemo], [r.sherpa[provider] for r in with_nemo])
             figures.update(exact_match_rate=round(exact, 4), wer_vs_nemo_percent=wer)
+            causes = [explain(r.nemo or "", r.sherpa[provider]) if explain else None for r in with_nemo
+                      if not same_text(r.nemo or "", r.sherpa[provider])]
+            known = {cause for cause in causes if cause}
+            if causes:
+                figures["differing"] = len(causes)
+                figures["differing_with_known_cause"] = sum(1 for cause in causes if cause)
             if exact < min_exact_match:
                 check.fail(f"{provider}: sherpa-onnx matches NeMo exactly on {exact:.0%} of utterances "
-                           f"(minimum {min_exact_match:.0%})")
+                           f"(minimum {min_exact_match:.0%})" +
+                           (f"; {sum(1 for c in causes if c)} of the {len(causes)} differences: "
+                            f"{'; '.join(sorted(known))}" if known else ""))
             if wer is not None and wer > max_wer_vs_nemo:
                 check.fail(f"{provider}: WER between sherpa-onnx and NeMo is {wer:.2f}% (maximum {max_wer_vs_nemo}%)")
         if with_truth:
