@@ -34,7 +34,7 @@ def build_random_checkpoint(recipe_name: str, path: Path) -> None:
         return
     code = (
         "import sys, tempfile; from pathlib import Path;"
-        "from nemo2sherpa.recipes import get_recipe; from nemo2sherpa.convert.loading import random_model;"
+        "from nemo2sherpa.recipes import get_recipe; from nemo2sherpa.checkpoint.loading import random_model;"
         "r = get_recipe(sys.argv[1]);"
         "d = tempfile.mkdtemp();"
         "m = random_model(r.architecture, Path(d), seed=0); m.save_to(sys.argv[2])"

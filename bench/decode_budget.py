@@ -46,7 +46,7 @@ PRODUCTS = ("MatMul", "FusedMatMul", "Gemm", "Conv", "FusedConv", "MultiHeadAtte
 def sherpa_decode(directory: Path, seconds: float, runs: int, threads: int) -> dict:
     from nemo2sherpa.validate.audio import Clip
     from nemo2sherpa.validate.model_dir import open_model_dir
-    from nemo2sherpa.validate.sherpa_worker import SherpaRequest, run_sherpa
+    from nemo2sherpa.validate.sherpa_child import SherpaRequest, run_sherpa
 
     audio = speech(seconds, directory.parent / f"speech-{int(seconds)}s.wav")
     request = SherpaRequest.for_model(open_model_dir(directory), threads=threads, transcribe=["speech"],

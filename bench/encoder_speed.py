@@ -255,16 +255,16 @@ def each_rewrite(unoptimised: Path, work: Path, seconds: float, threads: int, ru
     """The encoder with each subset of the rewrites, timed by onnxruntime in one process, alternating."""
     import onnx
 
-    from nemo2sherpa.convert.lean_export import ExportedGraph
-    from nemo2sherpa.convert.onnx_files import write_graph
-    from nemo2sherpa.convert.optimize import REWRITES, optimize_encoder
+    from nemo2sherpa.convert.passes.optimize import REWRITES, optimize_encoder
+    from nemo2sherpa.graphs.graph import OnnxGraph
+    from nemo2sherpa.graphs.writing import write_graph
 
     source = unoptimised / "encoder.onnx"
     if (unoptimised / "encoder.weights").exists():
         raise SystemExit("--each-rewrite holds every variant in memory at once: for models under 2 GB only")
     paths = []
     for index, (name, only) in enumerate(VARIANTS.items()):
-        graph = ExportedGraph(model=onnx.load(str(source), load_external_data=False), source=source, tensors={})
+        graph = OnnxGraph(model=onnx.load(str(source), load_external_data=False), source=source, tensors={})
         graph, _ = optimize_encoder(graph, REWRITES if only is None else only)
         target = work / "rewrites" / f"variant{index}" / "encoder.onnx"
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -286,7 +286,7 @@ def decode_rounds(directories: dict[str, Path], audio: np.ndarray, repeats: int,
                   threads: int, idle_wait_s: float) -> dict[str, dict]:
     from nemo2sherpa.validate.audio import Clip
     from nemo2sherpa.validate.model_dir import open_model_dir
-    from nemo2sherpa.validate.sherpa_worker import SherpaRequest, run_sherpa
+    from nemo2sherpa.validate.sherpa_child import SherpaRequest, run_sherpa
 
     clip = Clip(name="speech", audio=audio, sample_rate=16000)
     runs: dict[str, dict] = {name: {"load_s": [], "decode_s": [], "tokens": None, "text": None} for name in directories}

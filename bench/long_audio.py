@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nemo2sherpa.validate.pipeline import cpu_name
+from nemo2sherpa.validate.environment import cpu_name
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 RAM_BUDGETS_GB = (8, 16, 24, 32, 64, 128)
@@ -93,8 +93,8 @@ def _audio(fixture: Path | None, seconds: float, sample_rate: int = 16000) -> np
 
 def _run(directory: Path, audio: np.ndarray, encoder_only: bool, threads: int, limit_gb: float) -> dict:
     from nemo2sherpa.manifest import read_manifest
-    from nemo2sherpa.validate.child_decode import decode_in_child
     from nemo2sherpa.validate.model_dir import open_model_dir
+    from nemo2sherpa.validate.sherpa_child import decode_in_child
 
     mels = read_manifest(directory).model.architecture.mels or 80
     result = decode_in_child(open_model_dir(directory), audio, 16000, threads=threads, feature_dim=int(mels),

@@ -43,10 +43,10 @@ def _names(precision: str) -> tuple[str, str, str]:
 
 
 def cmd_variant(args) -> None:
-    from nemo2sherpa.convert import quantize
-    from nemo2sherpa.convert.variants import write_variants
     from nemo2sherpa.families import TRANSDUCER
     from nemo2sherpa.manifest import Variant
+    from nemo2sherpa.precision import int8 as quantize
+    from nemo2sherpa.precision.variants import write_variants
     from nemo2sherpa.progress import Progress
 
     source, out = Path(args.fp32), Path(args.out)
@@ -120,7 +120,7 @@ def cmd_encoder(args) -> None:
     import onnx
     import onnxruntime as ort
 
-    from nemo2sherpa.convert.fp16 import log_mel
+    from nemo2sherpa.features import log_mel
 
     encoder = Path(args.dir) / _names(args.precision)[0]
     structure = onnx.load(str(encoder), load_external_data=False)
@@ -225,7 +225,8 @@ def cmd_fp16_cause(args) -> None:
     import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
 
-    from nemo2sherpa.convert.fp16 import convert_graph_fp16, encoder_feeds, probe_features
+    from nemo2sherpa.features import probe_features
+    from nemo2sherpa.precision.fp16 import convert_graph_fp16, encoder_feeds
 
     # 1. onnxruntime's CPU provider computes a float16 MatMul chain in float32: no overflow where CUDA has one.
     nodes = [helper.make_node("MatMul", ["x", "w1"], ["h"]), helper.make_node("MatMul", ["h", "w2"], ["y"])]

@@ -57,7 +57,7 @@ def leftovers(parent: Path, name: str) -> list[Path]:
 
 def dead_bytes(weights: Path, tensors: list) -> int:
     """Bytes of an external-data file that no tensor refers to, beyond the page-alignment padding before each."""
-    from nemo2sherpa.convert.weights_file import ALIGNMENT
+    from nemo2sherpa.graphs.weights_file import ALIGNMENT
 
     spans = sorted((int(entry.get("offset", 0)), int(entry["length"])) for entry in
                    ({e.key: e.value for e in t.external_data} for t in tensors if t.external_data))

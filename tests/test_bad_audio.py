@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import assert_one_line_error, run_cli
 
+from helpers import assert_one_line_error, run_cli
 from nemo2sherpa.errors import UserError
 from nemo2sherpa.validate.audio import load_audio
 

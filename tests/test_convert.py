@@ -8,12 +8,12 @@ import stat
 
 import numpy as np
 import pytest
+
 from conftest import KINDS
 from helpers import metadata
-
 from nemo2sherpa.hashing import sha256_file
 from nemo2sherpa.manifest import file_problems, read_manifest
-from nemo2sherpa.tokens import BLANK, read_tokens
+from nemo2sherpa.tokens_txt import BLANK, read_tokens
 
 pytestmark = pytest.mark.nemo
 EXPECTED_FILES = {"encoder.onnx", "decoder.onnx", "joiner.onnx", "tokens.txt", "manifest.json"}
@@ -115,9 +115,9 @@ def test_sherpa_onnx_loads_and_decodes(converted, checkpoints, signal, kind):
 def test_vocabulary_lists_left_out_of_the_config_are_rebuilt_by_nemo(checkpoints, tmp_path):
     """loading drops the saved token lists before NeMo builds the model (they cost seconds of copying for an
     8192-token vocabulary); NeMo's constructor must put them back from the tokenizer, identical."""
-    from nemo2sherpa.convert.archive import CONFIG_NAME, NemoArchive
-    from nemo2sherpa.convert.loading import load_from_archive, localise_tokenizer, tokenizer_pieces
-    from nemo2sherpa.convert.model_config import parse_config
+    from nemo2sherpa.checkpoint.archive import CONFIG_NAME, NemoArchive
+    from nemo2sherpa.checkpoint.config import parse_config
+    from nemo2sherpa.checkpoint.loading import load_from_archive, localise_tokenizer, tokenizer_pieces
 
     path = checkpoints["hybrid-tdt-80"].checkpoint
     with NemoArchive(path) as archive:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import tarfile
 
 import pytest
-from helpers import assert_one_line_error, leftovers, run_cli, run_process
 
+from helpers import assert_one_line_error, leftovers, run_cli, run_process
 from nemo2sherpa.testing.checkpoints import rewrite_config, rewrite_member
 
 pytestmark = pytest.mark.nemo

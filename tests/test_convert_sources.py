@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import assert_one_line_error, dead_bytes, run_process
 
+from helpers import assert_one_line_error, dead_bytes, run_process
 from nemo2sherpa.manifest import read_manifest
 
 pytestmark = pytest.mark.nemo
@@ -71,8 +71,8 @@ def test_large_graphs_keep_all_weights_in_one_external_file(checkpoints, convert
     from onnx.external_data_helper import uses_external_data
 
     from nemo2sherpa.convert import ConvertOptions, convert
-    from nemo2sherpa.progress import SILENT
     from nemo2sherpa.families.transducer import GraphTransducer
+    from nemo2sherpa.progress import SILENT
     from nemo2sherpa.validate.model_dir import open_model_dir
     from nemo2sherpa.validate.sherpa_runner import make_recognizer, transcribe
 

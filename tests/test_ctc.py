@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+
 from helpers import run_cli
 
 pytestmark = pytest.mark.nemo

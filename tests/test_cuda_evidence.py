@@ -10,9 +10,9 @@ import pytest
 
 from nemo2sherpa.validate import ort_runtime
 from nemo2sherpa.validate.gpu_memory import GpuMemorySampler
-from nemo2sherpa.validate.pipeline import ValidateOptions, _providers_check
+from nemo2sherpa.validate.providers_check import check_providers
 from nemo2sherpa.validate.report import _cuda_evidence_lines
-from nemo2sherpa.validate.sherpa_worker import SherpaRun
+from nemo2sherpa.validate.sherpa_child import SherpaRun
 
 
 def test_provider_evidence_reads_this_process():
@@ -37,14 +37,13 @@ def _run(provider: str, loaded: bool) -> SherpaRun:
 
 
 def test_a_cuda_run_without_the_cuda_provider_loaded_fails():
-    options = ValidateOptions(directory=__import__("pathlib").Path("."), providers=("cpu", "cuda"))
     clips = [type("Clip", (), {"name": "a"})()]
-    check = _providers_check(options, clips, {"cpu": _run("cpu", False), "cuda": _run("cuda", False)})
+    check = check_providers(("cpu", "cuda"), 1.0, clips, {"cpu": _run("cpu", False), "cuda": _run("cuda", False)})
     assert check.status == "failed"
     assert check.details["cuda"]["available"] is False
     assert "CUDA provider library was never loaded" in " ".join(check.problems)
 
-    proven = _providers_check(options, clips, {"cpu": _run("cpu", False), "cuda": _run("cuda", True)})
+    proven = check_providers(("cpu", "cuda"), 1.0, clips, {"cpu": _run("cpu", False), "cuda": _run("cuda", True)})
     assert proven.status == "passed", proven.problems
     assert proven.details["cuda"]["evidence"]["cuda_provider_loaded"] is True
     assert proven.details["cpu_cuda_exact_match_rate"] == 1.0

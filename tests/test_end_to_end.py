@@ -6,6 +6,7 @@ import json
 import shutil
 
 import pytest
+
 from helpers import assert_one_line_error, run_cli
 
 pytestmark = pytest.mark.nemo

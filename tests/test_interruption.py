@@ -26,8 +26,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from helpers import assert_one_line_error, leftovers, run_cli
 
+from helpers import assert_one_line_error, leftovers, run_cli
 from nemo2sherpa.errors import UserError
 from nemo2sherpa.staging import _held_lock, staged_directory
 

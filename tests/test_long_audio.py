@@ -15,10 +15,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import run_cli
 
 import nemo2sherpa
-from nemo2sherpa.convert.encoder_prep import AttentionRequest, target_attention
+from helpers import run_cli
+from nemo2sherpa.convert.export.encoder_prep import AttentionRequest, target_attention
 from nemo2sherpa.errors import UserError
 from nemo2sherpa.manifest import read_manifest
 
@@ -56,7 +56,7 @@ def relocal_dir(tmp_path_factory) -> Path:
 def _restore(checkpoint: Path, manifest=None):
     import torch
 
-    from nemo2sherpa.convert.loading import quiet_nemo
+    from nemo2sherpa.checkpoint.loading import quiet_nemo
     from nemo2sherpa.validate.long_audio import apply_reference_attention
 
     torch.set_num_threads(2)
@@ -118,10 +118,10 @@ def _graphs(directory: Path):
 def test_plain_export_of_local_attention_is_wrong_even_at_the_traced_length_and_the_self_check_refuses_it(tmp_path):
     import torch
 
-    from nemo2sherpa.convert.export import _export
+    from nemo2sherpa.checkpoint.loading import quiet_nemo
+    from nemo2sherpa.convert.export.graphs import _export
+    from nemo2sherpa.convert.export.selfcheck import check_probes
     from nemo2sherpa.families.base import Probe
-    from nemo2sherpa.convert.loading import quiet_nemo
-    from nemo2sherpa.convert.selfcheck import check_probes
 
     model = _restore(LOCAL / "model.nemo")
     path = tmp_path / "plain.onnx"
@@ -183,9 +183,9 @@ def test_local_attention_export_with_a_padded_batch_equals_nemo(local_dir):
 def test_local_attention_probe_lengths_cross_the_window_and_pass_the_self_check(local_dir):
     import torch
 
-    from nemo2sherpa.convert.encoder_prep import prepare_encoder
+    from nemo2sherpa.convert.export.encoder_prep import prepare_encoder
+    from nemo2sherpa.convert.export.selfcheck import check_probes
     from nemo2sherpa.families.base import Probe
-    from nemo2sherpa.convert.selfcheck import check_probes
 
     model = _restore(LOCAL / "model.nemo")
     facts = read_manifest(local_dir).model
@@ -205,8 +205,8 @@ def test_local_attention_probe_lengths_cross_the_window_and_pass_the_self_check(
 
 
 def test_local_attention_fixture_decodes_like_nemo_with_real_text(local_dir):
-    from nemo2sherpa.validate.nemo_reference import NemoReference
     from nemo2sherpa.validate.model_dir import open_model_dir
+    from nemo2sherpa.validate.nemo_reference import NemoReference
     from nemo2sherpa.validate.sherpa_runner import make_recognizer, transcribe
     from nemo2sherpa.validate.transcripts import same_text
 
@@ -271,9 +271,11 @@ def test_one_rule_for_a_local_attention_window_and_it_is_nemos(window, tmp_path,
     the rule should follow)."""
     import torch
     from nemo.collections.asr.parts.submodules.multi_head_attention import (
-        LocalAttRelPositionalEncoding, RelPositionMultiHeadAttentionLongformer)
+        LocalAttRelPositionalEncoding,
+        RelPositionMultiHeadAttentionLongformer,
+    )
 
-    from nemo2sherpa.convert.local_attention import unsupported_reason
+    from nemo2sherpa.convert.export.local_attention import unsupported_reason
 
     module = RelPositionMultiHeadAttentionLongformer(n_head=2, n_feat=16, dropout_rate=0.0, pos_bias_u=None,
                                                      pos_bias_v=None, att_context_size=list(window)).eval()
@@ -329,9 +331,9 @@ def _long(directory: Path, fixture: Path):
 def test_full_attention_probe_beyond_the_old_table_passes_the_self_check(fixture_dir):
     import torch
 
-    from nemo2sherpa.convert.encoder_prep import prepare_encoder
+    from nemo2sherpa.convert.export.encoder_prep import prepare_encoder
+    from nemo2sherpa.convert.export.selfcheck import check_probes
     from nemo2sherpa.families.base import Probe
-    from nemo2sherpa.convert.selfcheck import check_probes
 
     model = _restore(FULL / "model.nemo")
     facts = read_manifest(fixture_dir).model
@@ -406,9 +408,9 @@ def test_local_attention_long_input_equals_nemo_and_decodes_through_sherpa_onnx(
 
 
 def test_attention_local_conversion_decodes_900_s_through_sherpa_onnx(relocal_dir):
-    from nemo2sherpa.validate.child_decode import decode_in_child
     from nemo2sherpa.validate.long_audio import long_input_clip
     from nemo2sherpa.validate.model_dir import open_model_dir
+    from nemo2sherpa.validate.sherpa_child import decode_in_child
 
     clip = long_input_clip(read_manifest(relocal_dir), _fixture_clips(FULL), 16000, seconds=900)
     decoded = decode_in_child(open_model_dir(relocal_dir), clip.audio, 16000, memory_limit_bytes=8 * 2**30)
@@ -460,8 +462,8 @@ def test_compare_exports_reports_wer_of_local_against_full(relocal_dir, fixture_
 
 
 def test_a_decode_beyond_its_memory_limit_fails_alone_and_says_so(local_dir):
-    from nemo2sherpa.validate.child_decode import decode_in_child
     from nemo2sherpa.validate.model_dir import open_model_dir
+    from nemo2sherpa.validate.sherpa_child import decode_in_child
 
     audio = np.zeros(16000 * 600, dtype=np.float32)
     decoded = decode_in_child(open_model_dir(local_dir), audio, 16000, memory_limit_bytes=2**30)

@@ -10,12 +10,12 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 from onnx.external_data_helper import uses_external_data
 
-from nemo2sherpa.convert.lean_export import ExportedGraph
-from nemo2sherpa.convert.onnx_files import write_graph
-from nemo2sherpa.convert.weights_file import ALIGNMENT
+from nemo2sherpa.graphs.graph import OnnxGraph
+from nemo2sherpa.graphs.weights_file import ALIGNMENT
+from nemo2sherpa.graphs.writing import write_graph
 
 
-def _graph_with_a_large_constant(tmp_path) -> tuple[ExportedGraph, np.ndarray, np.ndarray, np.ndarray]:
+def _graph_with_a_large_constant(tmp_path) -> tuple[OnnxGraph, np.ndarray, np.ndarray, np.ndarray]:
     rng = np.random.default_rng(0)
     weight = rng.standard_normal((64, 64)).astype(np.float32)  # 16 KiB initializer, captured
     table = rng.standard_normal((64,)).astype(np.float32)  # 256 B: stays inline
@@ -32,7 +32,7 @@ def _graph_with_a_large_constant(tmp_path) -> tuple[ExportedGraph, np.ndarray, n
         initializer=[numpy_helper.from_array(np.zeros_like(weight), "w"), numpy_helper.from_array(table, "b")])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.graph.initializer[0].ClearField("raw_data")  # its data is held captured, as lean_export leaves it
-    return ExportedGraph(model=model, source=tmp_path / "exported.onnx", tensors={"w": weight}), weight, constant, table
+    return OnnxGraph(model=model, source=tmp_path / "exported.onnx", tensors={"w": weight}), weight, constant, table
 
 
 def test_constants_and_initializers_share_one_aligned_weights_file(tmp_path):
@@ -77,8 +77,8 @@ def _run(path, x):
 
 def test_weights_written_ahead_are_referenced_where_they_lie(tmp_path):
     """The captured array was written before write_graph ran: the graph points at it, the rest is appended."""
-    from nemo2sherpa.convert.weights_ahead import WeightsAhead
     from helpers import dead_bytes
+    from nemo2sherpa.graphs.weights_ahead import WeightsAhead
 
     exported, weight, constant, table = _graph_with_a_large_constant(tmp_path)
     ahead = WeightsAhead(tmp_path / "encoder.weights")
@@ -98,8 +98,8 @@ def test_weights_written_ahead_are_referenced_where_they_lie(tmp_path):
 
 def test_a_weight_written_ahead_that_the_graph_lost_makes_the_file_be_written_anew(tmp_path):
     """The exporter may fold or merge a queued weight: the file must not keep its dead bytes."""
-    from nemo2sherpa.convert.weights_ahead import WeightsAhead
     from helpers import dead_bytes
+    from nemo2sherpa.graphs.weights_ahead import WeightsAhead
 
     exported, weight, constant, table = _graph_with_a_large_constant(tmp_path)
     ahead = WeightsAhead(tmp_path / "encoder.weights")
@@ -118,7 +118,7 @@ def test_a_weight_written_ahead_that_the_graph_lost_makes_the_file_be_written_an
 
 
 def test_cancelled_weights_ahead_leave_no_file(tmp_path):
-    from nemo2sherpa.convert.weights_ahead import WeightsAhead
+    from nemo2sherpa.graphs.weights_ahead import WeightsAhead
 
     ahead = WeightsAhead(tmp_path / "encoder.weights")
     for _ in range(8):
@@ -129,7 +129,7 @@ def test_cancelled_weights_ahead_leave_no_file(tmp_path):
 
 def test_a_failed_write_ahead_is_raised_by_finish(tmp_path):
     """A write that fails in the background thread (here: a closed file, as a full disk would) reaches the caller."""
-    from nemo2sherpa.convert.weights_ahead import WeightsAhead
+    from nemo2sherpa.graphs.weights_ahead import WeightsAhead
 
     ahead = WeightsAhead(tmp_path / "encoder.weights")
     ahead._file._out.close()

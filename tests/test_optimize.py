@@ -1,4 +1,4 @@
-"""The encoder graph optimisation (convert/optimize*.py): applied by default, recorded in the manifest, the same
+"""The encoder graph optimisation (convert/passes/optimize*.py): applied by default, recorded in the manifest, the same
 function as the unoptimised graph (outputs within 1e-4, identical sherpa-onnx transcripts), each rewrite doing what
 it claims, and no weight copied."""
 
@@ -9,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import KINDS
 
-from nemo2sherpa.convert.optimize import REWRITES
+from conftest import KINDS
+from nemo2sherpa.convert.passes.optimize import REWRITES
 from nemo2sherpa.families.common import make_session
 
 pytestmark = pytest.mark.nemo
@@ -150,10 +150,10 @@ def test_sherpa_onnx_transcripts_are_identical(fixture_dir, fixture_recipe, tmp_
 def test_optimize_encoder_copies_no_weight_and_is_idempotent(checkpoints, tmp_path):
     """In memory: every weight the rewrite keeps is the export's own array (or a view of it); new arrays are
     small constants. A second pass finds nothing left to do."""
-    from nemo2sherpa.convert.export import export_graphs
+    from nemo2sherpa.checkpoint.loading import random_model
+    from nemo2sherpa.convert.export.graphs import export_graphs
+    from nemo2sherpa.convert.passes.optimize import optimize_encoder
     from nemo2sherpa.families import TRANSDUCER
-    from nemo2sherpa.convert.loading import random_model
-    from nemo2sherpa.convert.optimize import optimize_encoder
 
     model = random_model(checkpoints["tdt-80"].architecture, tmp_path / "model", seed=3)
     encoder = export_graphs(TRANSDUCER, {"encoder": model.encoder}, tmp_path / "export")["encoder"]
@@ -176,11 +176,11 @@ def test_optimize_encoder_copies_no_weight_and_is_idempotent(checkpoints, tmp_pa
 
 def test_table_positions_as_nemo_exports_them(checkpoints, tmp_path):
     """NeMo's own export slices a position table instead of computing the sinusoids: halved too, same outputs."""
-    from nemo2sherpa.convert.export import export_graphs
+    from nemo2sherpa.checkpoint.loading import random_model
+    from nemo2sherpa.convert.export.graphs import export_graphs
+    from nemo2sherpa.convert.passes.optimize import optimize_encoder
     from nemo2sherpa.families import TRANSDUCER
-    from nemo2sherpa.convert.loading import random_model
-    from nemo2sherpa.convert.onnx_files import write_graph
-    from nemo2sherpa.convert.optimize import optimize_encoder
+    from nemo2sherpa.graphs.writing import write_graph
 
     model = random_model(checkpoints["tdt-80"].architecture, tmp_path / "model", seed=5)
     exported = export_graphs(TRANSDUCER, {"encoder": model.encoder}, tmp_path / "a")["encoder"]
@@ -194,10 +194,10 @@ def test_table_positions_as_nemo_exports_them(checkpoints, tmp_path):
 
 def test_a_rewrite_that_fails_leaves_the_export_as_it_was(checkpoints, tmp_path, monkeypatch):
     """A bug in a rewrite costs the speed-up, not the conversion: the graph and its weights are restored."""
-    from nemo2sherpa.convert import optimize
-    from nemo2sherpa.convert.export import export_graphs
+    from nemo2sherpa.checkpoint.loading import random_model
+    from nemo2sherpa.convert.export.graphs import export_graphs
+    from nemo2sherpa.convert.passes import optimize
     from nemo2sherpa.families import TRANSDUCER
-    from nemo2sherpa.convert.loading import random_model
 
     model = random_model(checkpoints["tdt-80"].architecture, tmp_path / "model", seed=3)
     encoder = export_graphs(TRANSDUCER, {"encoder": model.encoder}, tmp_path / "export")["encoder"]

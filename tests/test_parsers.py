@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from nemo2sherpa.errors import UserError
 from nemo2sherpa.facts import Architecture, ModelFacts
 from nemo2sherpa.manifest import FamilyRecord, FileRecord, Manifest, Variant, file_problems, parse_json, read_manifest
-from nemo2sherpa.tokens import BLANK, parse_tokens, render_tokens
+from nemo2sherpa.tokens_txt import BLANK, parse_tokens, render_tokens
 from nemo2sherpa.validate.audio import parse_dataset_line, read_dataset, unique_names
 
 SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -88,8 +88,8 @@ def test_streamed_int8_encoder_equals_onnxruntime_quantize_dynamic(tmp_path):
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     from nemo2sherpa.convert import ConvertOptions, convert
-    from nemo2sherpa.convert.fp16 import encoder_feeds
-    from nemo2sherpa.convert.quantize import ENCODER_INT8, quantize_streamed
+    from nemo2sherpa.precision.fp16 import encoder_feeds
+    from nemo2sherpa.precision.int8 import ENCODER_INT8, quantize_streamed
     from nemo2sherpa.progress import SILENT
 
     plain = convert(ConvertOptions(source="tiny-tdt-en", output=tmp_path / "plain", optimize=False), SILENT).output
@@ -125,7 +125,8 @@ def test_fp16_keeps_the_length_path_in_float32_where_a_plain_conversion_breaks_i
     encoded_lengths and masks go wrong (measured with CUDA's float16 numerics, emulated); ours are exact."""
     import onnx
 
-    from nemo2sherpa.convert.fp16 import convert_graph_fp16, emulate_fp16_graph, probe_features
+    from nemo2sherpa.features import probe_features
+    from nemo2sherpa.precision.fp16 import convert_graph_fp16, emulate_fp16_graph
 
     convert_graph_fp16(variants_dir / "encoder.onnx", tmp_path / "naive.onnx", emulate=True, naive=True)
     emulate_fp16_graph(variants_dir / "encoder.fp16.onnx", tmp_path / "ours.onnx")
@@ -157,7 +158,7 @@ def _overflowing_graph(path: Path) -> None:
 
 
 def test_onnxruntime_cpu_hides_float16_overflow_and_the_range_probe_keeps_it_in_float32(tmp_path):
-    from nemo2sherpa.convert.fp16 import convert_graph_fp16, emulate_fp16_graph
+    from nemo2sherpa.precision.fp16 import convert_graph_fp16, emulate_fp16_graph
 
     _overflowing_graph(tmp_path / "model.onnx")
     feeds = {"x": np.full((1, 4), 300.0, np.float32)}
@@ -178,10 +179,10 @@ def test_onnxruntime_cpu_hides_float16_overflow_and_the_range_probe_keeps_it_in_
 
 
 def test_write_variants_refuses_unknown_precisions(tmp_path):
-    from nemo2sherpa.convert.variants import write_variants
     from nemo2sherpa.errors import UserError
     from nemo2sherpa.families import TRANSDUCER
     from nemo2sherpa.manifest import Variant
+    from nemo2sherpa.precision.variants import write_variants
     from nemo2sherpa.progress import SILENT
 
     with pytest.raises(UserError, match="bf16"):
@@ -197,7 +198,7 @@ def test_write_variants_refuses_unknown_precisions(tmp_path):
 def test_compare_with_fp32_measures_the_variant(variants_dir, clips, precision):
     from nemo2sherpa.validate.contract_check import check_contract
     from nemo2sherpa.validate.model_dir import open_model_dir
-    from nemo2sherpa.validate.variants import compare_with_fp32
+    from nemo2sherpa.validate.precision_check import compare_with_fp32
 
     variant, fp32 = open_model_dir(variants_dir, precision), open_model_dir(variants_dir, "fp32")
     _, spec = check_contract(variant)
@@ -227,7 +228,7 @@ def test_compare_with_fp32_fails_a_variant_that_decodes_nothing(variants_dir, cl
 
     from nemo2sherpa.validate.contract_check import check_contract
     from nemo2sherpa.validate.model_dir import open_model_dir
-    from nemo2sherpa.validate.variants import compare_with_fp32
+    from nemo2sherpa.validate.precision_check import compare_with_fp32
 
     broken = tmp_path / "broken"
     shutil.copytree(variants_dir, broken)
@@ -248,7 +249,7 @@ def test_compare_with_fp32_fails_a_variant_that_decodes_nothing(variants_dir, cl
 
 
 def test_profile_summary_names_cpu_kernels_under_cuda():
-    from nemo2sherpa.validate.variants import summarize_profile
+    from nemo2sherpa.validate.precision_check import summarize_profile
 
     def event(provider, op, dur):
         return {"cat": "Node", "name": f"{op}_kernel_time", "dur": dur, "args": {"provider": provider, "op_name": op}}
@@ -267,7 +268,7 @@ def test_profile_summary_names_cpu_kernels_under_cuda():
 def test_small_nodes_onnxruntime_places_on_cpu_are_not_a_fallback():
     """Seen on an H200 (onnxruntime-gpu 1.31.1): fp32 and fp16 encoders run two Neg and two Transpose on CPU, 0.1-0.4%
     of kernel time. That is onnxruntime's own placement, not a variant that belongs on CPU."""
-    from nemo2sherpa.validate.variants import summarize_profile
+    from nemo2sherpa.validate.precision_check import summarize_profile
 
     def event(provider, op, dur):
         return {"cat": "Node", "name": f"{op}_kernel_time", "dur": dur, "args": {"provider": provider, "op_name": op}}

@@ -19,8 +19,8 @@ from typing import Any
 
 import pytest
 import yaml
-from hub_server import FakeHub
 
+from hub_server import FakeHub
 from nemo2sherpa.errors import UserError
 from nemo2sherpa.manifest import MANIFEST_NAME, read_manifest
 from nemo2sherpa.publish import PublishOptions, publish

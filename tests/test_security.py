@@ -23,8 +23,8 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from helpers import assert_one_line_error, leftovers, run_cli, run_process
 
+from helpers import assert_one_line_error, leftovers, run_cli, run_process
 from nemo2sherpa.errors import UserError
 
 BUNDLED = Path(__file__).resolve().parents[1] / "src" / "nemo2sherpa" / "fixtures" / "tiny-tdt-en" / "model.nemo"
@@ -103,7 +103,7 @@ EVIL_MEMBERS = {
 
 @pytest.mark.parametrize("case", list(EVIL_MEMBERS))
 def test_every_unsafe_member_refuses_the_whole_checkpoint(base, tmp_path, case):
-    from nemo2sherpa.convert.archive import NemoArchive
+    from nemo2sherpa.checkpoint.archive import NemoArchive
 
     extra, message = EVIL_MEMBERS[case]
     evil = write_tar(tmp_path / f"{case}.nemo", [*members_of(base), *extra])
@@ -121,7 +121,7 @@ def test_the_rules_are_at_least_tarfiles_data_filter(base, tmp_path):
     stay inside, duplicates and sparse files are refused here as well)."""
     if not hasattr(tarfile, "data_filter"):
         pytest.skip("tarfile.data_filter needs Python 3.12 or a 3.8-3.11 security release")
-    from nemo2sherpa.convert.archive import NemoArchive
+    from nemo2sherpa.checkpoint.archive import NemoArchive
 
     for case, (extra, _) in EVIL_MEMBERS.items():
         info = extra[0][0]
@@ -142,7 +142,7 @@ def test_an_unsafe_member_is_refused_by_the_cli_with_nothing_left(base, tmp_path
 
 def test_members_read_into_memory_are_capped(base, monkeypatch):
     """A compressed archive could unpack gigabytes of 'config' into RAM: members read whole are size-checked first."""
-    from nemo2sherpa.convert import archive
+    from nemo2sherpa.checkpoint import archive
 
     monkeypatch.setattr(archive, "MAX_IN_MEMORY", 100)
     with archive.NemoArchive(base) as opened, pytest.raises(UserError, match="model_config.yaml claims"):
@@ -222,7 +222,7 @@ def _evil_full_checkpoint(base: Path, target: Path, marker: Path) -> Path:
 def test_weights_only_everywhere_makes_nemos_own_restore_safe(base, tmp_path, monkeypatch):
     """NeMo's restore_from calls torch.load without weights_only, so TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1 makes it
     unpickle anything. Inside weights_only_everywhere() torch refuses the payload; the environment is restored."""
-    from nemo2sherpa.convert.loading import quiet_nemo, vet_checkpoint, weights_only_everywhere
+    from nemo2sherpa.checkpoint.loading import quiet_nemo, vet_checkpoint, weights_only_everywhere
 
     marker = tmp_path / "MARKER"
     evil = _evil_full_checkpoint(base, tmp_path / "evil.nemo", marker)
@@ -238,7 +238,7 @@ def test_weights_only_everywhere_makes_nemos_own_restore_safe(base, tmp_path, mo
 
 @pytest.mark.nemo
 def test_vet_checkpoint_refuses_what_convert_refuses(base, tmp_path):
-    from nemo2sherpa.convert.loading import vet_checkpoint
+    from nemo2sherpa.checkpoint.loading import vet_checkpoint
 
     linked = write_tar(tmp_path / "linked.nemo", [*members_of(base), member("x", tarfile.SYMTYPE, linkname="/")])
     with pytest.raises(UserError, match="is a link"):
@@ -264,7 +264,7 @@ def test_validate_never_runs_code_from_the_nemo_checkpoint(base, fixture_dir, tm
 
 
 def test_a_torch_with_a_bypassable_weights_only_loader_is_refused():
-    from nemo2sherpa.convert.loading import check_torch_version
+    from nemo2sherpa.checkpoint.loading import check_torch_version
 
     for version in ("2.4.1", "2.5.1+cu121", "1.13.0"):
         with pytest.raises(UserError, match="CVE-2025-32434"):
@@ -460,7 +460,7 @@ def test_a_gzip_checkpoint_with_a_corrupt_stream_is_refused(base, tmp_path, caps
 
 @pytest.mark.nemo
 def test_a_plain_tar_truncated_inside_the_weights_is_refused_before_loading(base, tmp_path, capsys):
-    from nemo2sherpa.convert.archive import NemoArchive
+    from nemo2sherpa.checkpoint.archive import NemoArchive
 
     with NemoArchive(base) as opened:
         weights = opened.members["model_weights.ckpt"]

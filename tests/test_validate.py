@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import assert_one_line_error, run_cli
 
+from helpers import assert_one_line_error, run_cli
 
 pytestmark = pytest.mark.nemo
 FAST = ["--speed-lengths", "2,5", "--repeats", "1", "-q"]

@@ -31,8 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
+from nemo2sherpa.graphs.tensors import external_array, graph_tensors
 from nemo2sherpa.manifest import read_manifest
-from nemo2sherpa.onnx_graph import external_array, graph_tensors
 
 FORMAT = "nemo2sherpa-seeded-weights"
 SPEC_NAME = "seeded.json"

@@ -93,7 +93,7 @@ def _context(value: str | None) -> tuple[int, int] | None:
         left, right = (int(v) for v in value.split(","))
     except ValueError:
         raise click.BadParameter("two integers, left,right (e.g. 128,128)") from None
-    from nemo2sherpa.convert.local_attention import context_problem  # no torch: the rule only
+    from nemo2sherpa.convert.export.local_attention import context_problem  # no torch: the rule only
 
     problem = context_problem(left, right)
     if problem:
@@ -132,9 +132,10 @@ def convert(source: str, output: Path, revision: str | None, random_weights: boo
 
     SOURCE is a recipe name (see `nemo2sherpa recipes`), a Hugging Face repo id (owner/name) or a local .nemo file.
     """
-    from nemo2sherpa.convert import ConvertOptions, convert as run_convert
-    from nemo2sherpa.convert.encoder_prep import AttentionRequest
-    from nemo2sherpa.convert.onnx_files import DEFAULT_EXTERNAL_THRESHOLD
+    from nemo2sherpa.convert import ConvertOptions
+    from nemo2sherpa.convert import convert as run_convert
+    from nemo2sherpa.convert.export.encoder_prep import AttentionRequest
+    from nemo2sherpa.graphs.writing import DEFAULT_EXTERNAL_THRESHOLD
     from nemo2sherpa.progress import Progress
 
     options = ConvertOptions(

@@ -20,7 +20,3 @@ class UserError(Exception):
     def about(cls, path: str | Path, problem: str) -> "UserError":
         """Build the usual shape of message: '<file>: <problem>'."""
         return cls(f"{path}: {problem}")
-
-
-class CheckFailed(UserError):
-    """A validation check that ran and failed (exit 1), as opposed to input that could not be read."""

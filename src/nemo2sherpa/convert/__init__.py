@@ -1,4 +1,5 @@
-"""Convert NeMo transducer checkpoints into sherpa-onnx model directories.
+"""Convert NeMo checkpoints into model directories: read the source (nemo2sherpa.checkpoint), export each family's
+graphs (export/), run the graph passes (passes/), write the precision variants (nemo2sherpa.precision), move into place.
 
 Importing this package is cheap; NeMo and torch are imported only when a conversion loads or exports a model.
 """

@@ -14,25 +14,25 @@ from pathlib import Path
 from typing import Any
 
 from nemo2sherpa import __version__
-from nemo2sherpa.convert.archive import CONFIG_NAME, NemoArchive
-from nemo2sherpa.convert.encoder_prep import AttentionRequest, prepare_encoder
-from nemo2sherpa.convert.model_config import facts_from_config, parse_config
-from nemo2sherpa.convert.nemo_config import nemo_model_config
-from nemo2sherpa.convert.onnx_files import DEFAULT_EXTERNAL_THRESHOLD, write_graph
-from nemo2sherpa.convert.optimize import REPLACED_WEIGHTS, optimize_encoder
-from nemo2sherpa.convert.sources import ResolvedSource, resolve_source
-from nemo2sherpa.convert.variants import write_variants
-from nemo2sherpa.convert.weights_ahead import WeightsAhead
+from nemo2sherpa.checkpoint.architecture_config import nemo_model_config
+from nemo2sherpa.checkpoint.archive import CONFIG_NAME, NemoArchive
+from nemo2sherpa.checkpoint.config import facts_from_config, parse_config
+from nemo2sherpa.checkpoint.sources import ResolvedSource, resolve_source
+from nemo2sherpa.convert.export.encoder_prep import AttentionRequest, prepare_encoder
+from nemo2sherpa.convert.passes.optimize import REPLACED_WEIGHTS, optimize_encoder
 from nemo2sherpa.errors import UserError
 from nemo2sherpa.facts import ModelFacts
 from nemo2sherpa.families import Family, families_for
+from nemo2sherpa.graphs.weights_ahead import WeightsAhead
+from nemo2sherpa.graphs.writing import DEFAULT_EXTERNAL_THRESHOLD, write_graph
 from nemo2sherpa.hashing import sha256_file
 from nemo2sherpa.manifest import FamilyRecord, Manifest, Variant, record_files
 from nemo2sherpa.memory import release_free_memory
+from nemo2sherpa.precision.variants import write_variants
 from nemo2sherpa.progress import Progress
 from nemo2sherpa.recipes import Recipe
 from nemo2sherpa.staging import staged_directory
-from nemo2sherpa.tokens import write_tokens
+from nemo2sherpa.tokens_txt import write_tokens
 
 TOKENS = "tokens.txt"
 
@@ -89,7 +89,7 @@ def convert(options: ConvertOptions, progress: Progress | None = None) -> Conver
         gc.collect()
         release_free_memory()
 
-        from nemo2sherpa.convert.selfcheck import check_probes
+        from nemo2sherpa.convert.export.selfcheck import check_probes
 
         records: dict[str, FamilyRecord] = {}
         for exported in exports:
@@ -156,7 +156,7 @@ def _export_family(family: Family, loaded: _Loaded, prep, facts: ModelFacts, url
     CPU work: nearly all of them are written while the encoder is exported (weights_ahead), the rest while the
     other graphs are exported and the PyTorch probes computed, as is the checkpoint's sha256 (2 s for 4.3 GB,
     started with the first family). The modules' weights are only read on both sides."""
-    from nemo2sherpa.convert.export import export_graphs, make_probes
+    from nemo2sherpa.convert.export.graphs import export_graphs, make_probes
 
     family.prepare_for_export(loaded.model)
     metadata = family.metadata(facts, url, comment)
@@ -266,7 +266,7 @@ def _check_recipe(recipe: Recipe | None, facts: ModelFacts, path: Path) -> None:
 
 
 def _checkpoint(resolved: ResolvedSource, scratch: Path, progress: Progress) -> _Loaded:
-    from nemo2sherpa.convert.loading import load_from_archive, localise_tokenizer, tokenizer_pieces
+    from nemo2sherpa.checkpoint.loading import load_from_archive, localise_tokenizer, tokenizer_pieces
 
     path = resolved.path
     with progress.stage("read checkpoint config"), NemoArchive(path) as archive:
@@ -287,7 +287,7 @@ def _checkpoint(resolved: ResolvedSource, scratch: Path, progress: Progress) -> 
 
 
 def _random(resolved: ResolvedSource, scratch: Path, seed: int, progress: Progress) -> _Loaded:
-    from nemo2sherpa.convert.loading import random_model
+    from nemo2sherpa.checkpoint.loading import random_model
 
     recipe = resolved.recipe
     assert recipe is not None

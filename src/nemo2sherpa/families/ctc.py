@@ -82,7 +82,7 @@ class CtcFamily(Family):
     def prepare_for_export(self, model: Any) -> None:
         """A hybrid exports its CTC head only once NeMo's current decoder is the CTC one (its output_module)."""
         if hasattr(model, "ctc_decoder"):
-            from nemo2sherpa.convert.loading import quiet_nemo
+            from nemo2sherpa.checkpoint.loading import quiet_nemo
 
             with quiet_nemo():
                 model.change_decoding_strategy(decoder_type="ctc", verbose=False)

@@ -18,6 +18,21 @@ from typing import Any
 import yaml
 
 from nemo2sherpa.families import family_named
+from nemo2sherpa.formatting import (
+    NA,
+    count,
+    exact_bytes,
+    fixed,
+    human_bytes,
+    is_number,
+    percent,
+    plain,
+    plural,
+    rate,
+    scientific,
+    seconds,
+    table_cell,
+)
 from nemo2sherpa.manifest import MANIFEST_NAME, Manifest
 from nemo2sherpa.publish.plan import PLOT, REPORT_JSON, REPORT_MD, VALIDATION_DIR, PublishPlan
 from nemo2sherpa.recipes import Recipe, find_recipe, recipe_for_repo
@@ -29,7 +44,6 @@ CHECK_NAMES = {"contract": "sherpa-onnx contract", "graph_fidelity": "graph fide
                "providers": "providers", "speed": "speed"}
 LICENSE_URLS = {"cc-by-4.0": "https://creativecommons.org/licenses/by/4.0/",
                 "apache-2.0": "https://www.apache.org/licenses/LICENSE-2.0"}
-NA = "n/a"
 
 # An absolute path (POSIX or Windows) not inside a URL: reduced to its last component.
 _PATH = re.compile(r"(?<![\w.:/~-])(?:[A-Za-z]:[\\/]|/|~/)(?:[^\s/\\|`'\"()<>]+[\\/])*([^\s/\\|`'\"()<>]+)")
@@ -125,11 +139,11 @@ def _source(manifest: Manifest, recipe: Recipe | None) -> str:
                      + (f", commit `{resolved}`" if resolved else ", commit not recorded")))
     rows.append(("sha256", f"`{source['sha256']}`" if source.get("sha256") else NA))
     if source.get("size") is not None:
-        rows.append(("size", f"{_bytes(int(source['size']))} bytes"))
+        rows.append(("size", f"{exact_bytes(int(source['size']))} bytes"))
     if recipe is not None:
         rows.append(("recipe", f"`{recipe.name}` (nemo2sherpa's catalog)"))
     rows.append(("licence", _licence(recipe)))
-    lines = ["## Source", "", "| | |", "|---|---|", *[f"| {k} | {_cell(v)} |" for k, v in rows], ""]
+    lines = ["## Source", "", "| | |", "|---|---|", *[f"| {k} | {table_cell(v)} |" for k, v in rows], ""]
     lines += _attribution(source, recipe)
     return "\n".join(lines) + "\n"
 
@@ -155,19 +169,20 @@ def _attribution(source: dict[str, Any], recipe: Recipe | None) -> list[str]:
 def _model(manifest: Manifest) -> str:
     facts, arch = manifest.model, manifest.model.architecture
     rows = [
-        ("encoder", f"FastConformer: {_plural(arch.encoder_layers, 'layer')}, d_model {arch.d_model}, "
-                    f"{_plural(arch.attention_heads, 'attention head')} ({arch.attention}), "
+        ("encoder", f"FastConformer: {plural(arch.encoder_layers, 'layer')}, d_model {arch.d_model}, "
+                    f"{plural(arch.attention_heads, 'attention head')} ({arch.attention}), "
                     f"subsampling x{arch.subsampling_factor}"),
         ("vocabulary", f"{facts.vocab_size} tokens + blank (`tokens.txt`)"),
         ("input", f"{arch.mels} mel bins, {facts.sample_rate} Hz mono, normalisation `{facts.normalize or 'none'}`"),
-        ("parameters", _count(facts.parameters)),
+        ("parameters", count(facts.parameters)),
     ]
     several = len(manifest.families) > 1
     for name, record in manifest.families.items():
         family = family_named(name)
         for key, value in family.card_rows(facts, record.metadata, _redact):
             rows.insert(1 if key == "decoder" else len(rows), (f"{key} ({family.title})" if several else key, value))
-    return "\n".join(["## Model", "", "| | |", "|---|---|", *[f"| {k} | {_cell(v)} |" for k, v in rows], ""]) + "\n"
+    table = [f"| {k} | {table_cell(v)} |" for k, v in rows]
+    return "\n".join(["## Model", "", "| | |", "|---|---|", *table, ""]) + "\n"
 
 
 def _files(plan: PublishPlan) -> str:
@@ -175,12 +190,12 @@ def _files(plan: PublishPlan) -> str:
     lines = ["## Files", "", "| file | bytes | sha256 |", "|---|---:|---|"]
     total = 0
     for name, record in sorted(manifest.files.items()):
-        lines.append(f"| `{name}` | {_bytes(record.size)} | `{record.sha256}` |")
+        lines.append(f"| `{name}` | {exact_bytes(record.size)} | `{record.sha256}` |")
         total += record.size
     manifest_bytes = (plan.directory / MANIFEST_NAME).read_bytes()
     manifest_sha = hashlib.sha256(manifest_bytes).hexdigest()
-    lines.append(f"| `{MANIFEST_NAME}` | {_bytes(len(manifest_bytes))} | `{manifest_sha}` |")
-    lines += ["", f"Model files: {_human_bytes(total)}. `{MANIFEST_NAME}` records the source, the model facts, the "
+    lines.append(f"| `{MANIFEST_NAME}` | {exact_bytes(len(manifest_bytes))} | `{manifest_sha}` |")
+    lines += ["", f"Model files: {human_bytes(total)}. `{MANIFEST_NAME}` records the source, the model facts, the "
                   "versions used and these hashes.", ""]
     external = sorted(set((manifest.export.get("external_data") or {}).values()))
     if external:
@@ -204,8 +219,8 @@ def _usage(plan: PublishPlan, repo_id: str, revision: str) -> str:
     mels = manifest.model.architecture.mels
     rate = manifest.model.sample_rate
     threshold = _check(plan.validation.report, "speed").get("recommended_gpu_min_seconds")
-    provider_note = (f"\"cuda\" measured faster from {_num(threshold, 1)} s of audio (see Speed)"
-                     if _is_number(threshold) else "or \"cuda\" with a CUDA-enabled onnxruntime")
+    provider_note = (f"\"cuda\" measured faster from {fixed(threshold, 1)} s of audio (see Speed)"
+                     if is_number(threshold) else "or \"cuda\" with a CUDA-enabled onnxruntime")
     revision_flag = f" --revision {revision}" if revision != "main" else ""
     blocks = []
     for name, record in manifest.families.items():
@@ -244,7 +259,7 @@ def _validation(plan: PublishPlan) -> str:
     lines += ["", f"Hardware: {_hardware(report)}.", ""]
     audio = report.get("audio") or {}
     if audio:
-        lines += [f"Audio: {audio.get('utterances', NA)} utterances, {_num(audio.get('total_seconds'), 1)} s, "
+        lines += [f"Audio: {audio.get('utterances', NA)} utterances, {fixed(audio.get('total_seconds'), 1)} s, "
                   f"{_redact(str(audio.get('source', NA)))}; {audio.get('with_text', NA)} with reference text.", ""]
     lines += _checks_table(report)
     lines += _fidelity(report) + _transcripts(report) + _providers(report)
@@ -279,10 +294,11 @@ def _checks_table(report: dict[str, Any]) -> list[str]:
     lines = ["| check | status | problems |", "|---|---|---|"]
     for name, title in CHECK_NAMES.items():
         problems = "; ".join(_redact(str(p)) for p in _check(report, name).get("problems") or [])
-        lines.append(f"| {title} | {_cell(_status(report, name))} | {_cell(problems)} |")
+        lines.append(f"| {title} | {table_cell(_status(report, name))} | {table_cell(problems)} |")
     lines.append("")
     if thresholds:
-        lines += ["Thresholds: " + ", ".join(f"{_cell(str(k))} {_plain(v)}" for k, v in thresholds.items()) + ".", ""]
+        stated = ", ".join(f"{table_cell(str(k))} {plain(v)}" for k, v in thresholds.items())
+        lines += [f"Thresholds: {stated}.", ""]
     return lines
 
 
@@ -297,8 +313,8 @@ def _fidelity(report: dict[str, Any]) -> list[str]:
         return lines + _skipped_note(report, "graph_fidelity")
     lines += ["The ONNX graphs against NeMo on the same features (NeMo's preprocessor feeds both).", "",
               "| reference | utterances | encoder max abs diff | token ids equal to NeMo's |", "|---|---:|---:|---:|",
-              f"| {_cell(str(check.get('reference', NA)))} | {check.get('utterances', NA)} | "
-              f"{_sci(check.get('encoder_max_abs_diff'))} | {_pct(check.get('token_match_rate'))} |", ""]
+              f"| {table_cell(str(check.get('reference', NA)))} | {check.get('utterances', NA)} | "
+              f"{scientific(check.get('encoder_max_abs_diff'))} | {rate(check.get('token_match_rate'))} |", ""]
     for mismatch in (check.get("mismatches") or [])[:10]:
         lines.append(f"- `{_redact(str(mismatch.get('utterance')))}`, {_redact(str(mismatch.get('graph')))}: "
                      f"{_redact(str(mismatch.get('detail')))}")
@@ -310,16 +326,16 @@ def _transcripts(report: dict[str, Any]) -> list[str]:
     lines = ["### Transcripts: sherpa-onnx against NeMo", ""]
     if not _ran(check) or not check.get("providers"):
         return lines + _skipped_note(report, "transcripts")
-    lines += [f"Reference: {_cell(str(check.get('reference', NA)))}. sherpa-onnx computes its own features, so a "
+    lines += [f"Reference: {table_cell(str(check.get('reference', NA)))}. sherpa-onnx computes its own features, so a "
               "small share of differing transcripts is expected (see the sherpa-onnx contract).", "",
               "| provider | exact match with NeMo | WER vs NeMo | WER vs reference text |", "|---|---:|---:|---:|"]
     for provider, figures in check["providers"].items():
         figures = figures or {}
-        lines.append(f"| {_cell(str(provider))} | {_pct(figures.get('exact_match_rate'))} | "
-                     f"{_percent(figures.get('wer_vs_nemo_percent'))} | "
-                     f"{_percent(figures.get('wer_vs_truth_percent'))} |")
+        lines.append(f"| {table_cell(str(provider))} | {rate(figures.get('exact_match_rate'))} | "
+                     f"{percent(figures.get('wer_vs_nemo_percent'))} | "
+                     f"{percent(figures.get('wer_vs_truth_percent'))} |")
     if check.get("nemo_wer_vs_truth_percent") is not None:
-        lines.append(f"| NeMo itself | | | {_percent(check['nemo_wer_vs_truth_percent'])} |")
+        lines.append(f"| NeMo itself | | | {percent(check['nemo_wer_vs_truth_percent'])} |")
     return lines + [""]
 
 
@@ -336,7 +352,7 @@ def _providers(report: dict[str, Any]) -> list[str]:
         else:
             lines.append(f"- {provider}: not available ({_redact(str(info.get('reason') or 'no reason given'))})")
     if check.get("cpu_cuda_exact_match_rate") is not None:
-        lines.append(f"- CPU and CUDA transcripts identical: {_pct(check['cpu_cuda_exact_match_rate'])}")
+        lines.append(f"- CPU and CUDA transcripts identical: {rate(check['cpu_cuda_exact_match_rate'])}")
     return lines + [""]
 
 
@@ -355,20 +371,20 @@ def _speed(report: dict[str, Any], has_plot: bool) -> list[str]:
         header.append("CUDA speedup")
     lines += ["| " + " | ".join(header) + " |", "|" + "---:|" * len(header)]
     for bucket in buckets:
-        cells = [_num(bucket.get("seconds"), 1)]
+        cells = [fixed(bucket.get("seconds"), 1)]
         for provider in timed:
             figures = bucket.get(provider) or {}
-            cells += [_num(figures.get("decode_seconds"), 3), _num(figures.get("rtfx"), 1)]
+            cells += [fixed(figures.get("decode_seconds"), 3), fixed(figures.get("rtfx"), 1)]
         if len(header) > 1 + 2 * len(timed):
-            cells.append(_num(bucket.get("cuda_speedup"), 2))
+            cells.append(fixed(bucket.get("cuda_speedup"), 2))
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
     loads = check.get("load_seconds") or {}
     if loads:
-        lines.append("Model load: " + ", ".join(f"{p.upper()} {_num(s, 2)} s" for p, s in loads.items()) + ".")
+        lines.append("Model load: " + ", ".join(f"{p.upper()} {fixed(s, 2)} s" for p, s in loads.items()) + ".")
     if "cuda" in timed:
-        lines.append(f"Break-even (CUDA faster from): {_seconds(check.get('break_even_seconds'))}. "
-                     f"Recommended: CUDA for audio of at least {_seconds(check.get('recommended_gpu_min_seconds'))}, "
+        lines.append(f"Break-even (CUDA faster from): {seconds(check.get('break_even_seconds'))}. "
+                     f"Recommended: CUDA for audio of at least {seconds(check.get('recommended_gpu_min_seconds'))}, "
                      "CPU below.")
     else:
         lines.append("CUDA was not timed: no break-even or recommendation.")
@@ -395,22 +411,22 @@ def _conversion(manifest: Manifest) -> str:
     export = manifest.export
     lines = ["## Conversion", "",
              f"Converted on {manifest.created} by nemo2sherpa {manifest.tool_version}"
-             + (f" in {_num(manifest.conversion_seconds, 1)} s" if manifest.conversion_seconds is not None else "")
+             + (f" in {fixed(manifest.conversion_seconds, 1)} s" if manifest.conversion_seconds is not None else "")
              + f": opset {export.get('opset', NA)}, {_redact(str(export.get('exporter', NA)))}.", ""]
     lines += ["| package | version |", "|---|---|",
-              *[f"| {_cell(k)} | {_cell(v)} |" for k, v in manifest.versions.items()]]
+              *[f"| {table_cell(k)} | {table_cell(v)} |" for k, v in manifest.versions.items()]]
     lines.append("")
     self_check = export.get("self_check_max_abs_diff") or {}
     if self_check:
         lines.append("At conversion, each graph was run with onnxruntime on inputs the exporter never traced and "
                      "compared with PyTorch (max abs diff): " + "; ".join(
-                         f"{graph} " + ", ".join(f"{_sci(v)} ({probe})" for probe, v in (probes or {}).items())
+                         f"{graph} " + ", ".join(f"{scientific(v)} ({probe})" for probe, v in (probes or {}).items())
                          for graph, probes in self_check.items()) + ".")
         lines.append("")
     return "\n".join(lines)
 
 
-# --- formatting ---------------------------------------------------------------------------------------------------
+# --- redaction ---------------------------------------------------------------------------------------------------
 
 
 def _redact(text: str) -> str:
@@ -418,57 +434,3 @@ def _redact(text: str) -> str:
     return _PATH.sub(lambda m: m.group(1), text)
 
 
-def _cell(text: Any) -> str:
-    return " ".join(str(text).split()).replace("|", "\\|")
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _num(value: Any, digits: int) -> str:
-    return f"{value:.{digits}f}" if _is_number(value) else NA
-
-
-def _plain(value: Any) -> str:
-    return f"{value:g}" if _is_number(value) else NA
-
-
-def _plural(count: Any, noun: str) -> str:
-    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
-
-
-def _sci(value: Any) -> str:
-    return f"{value:.2e}" if _is_number(value) else NA
-
-
-def _pct(rate: Any) -> str:
-    return f"{100 * rate:.1f}%" if _is_number(rate) else NA
-
-
-def _percent(value: Any) -> str:
-    return f"{value:.2f}%" if _is_number(value) else NA
-
-
-def _seconds(value: Any) -> str:
-    return f"{value:.1f} s" if _is_number(value) else NA
-
-
-def _bytes(size: int) -> str:
-    return f"{size:,}"
-
-
-def _human_bytes(size: int) -> str:
-    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
-        if size >= scale:
-            return f"{size / scale:.1f} {unit}"
-    return f"{size} bytes"
-
-
-def _count(value: int | None) -> str:
-    if not value:
-        return NA
-    for unit, scale in (("B", 1e9), ("M", 1e6), ("k", 1e3)):
-        if value >= scale:
-            return f"{value / scale:.1f}{unit} ({value:,})"
-    return f"{value:,}"

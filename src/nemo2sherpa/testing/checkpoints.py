@@ -55,9 +55,9 @@ def build_checkpoint(path: Path, architecture: Architecture = TINY, seed: int = 
     """Train a SentencePiece tokenizer on a few sentences, build the model from its config, save it as .nemo."""
     import torch
 
-    from nemo2sherpa.convert.loading import instantiate
-    from nemo2sherpa.convert.nemo_config import nemo_model_config
-    from nemo2sherpa.convert.tokenizer import trained_tokenizer
+    from nemo2sherpa.checkpoint.architecture_config import nemo_model_config
+    from nemo2sherpa.checkpoint.loading import instantiate
+    from nemo2sherpa.checkpoint.local_tokenizer import trained_tokenizer
 
     with tempfile.TemporaryDirectory() as scratch:
         tokenizer_dir = Path(scratch) / "tokenizer"

@@ -264,7 +264,7 @@ def add_transcribe_config(model: Any) -> None:
 
 def transcribe_files(model: Any, paths: Sequence[Path]) -> list[str]:
     """NeMo's own transcribe() on WAV files, the way a user would check a checkpoint."""
-    from nemo2sherpa.convert.loading import quiet_nemo
+    from nemo2sherpa.checkpoint.loading import quiet_nemo
 
     model.eval()
     with quiet_nemo():
@@ -353,9 +353,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     import torch
 
-    from nemo2sherpa.convert.loading import instantiate, quiet_nemo
-    from nemo2sherpa.convert.nemo_config import nemo_model_config
-    from nemo2sherpa.convert.tokenizer import trained_tokenizer
+    from nemo2sherpa.checkpoint.architecture_config import nemo_model_config
+    from nemo2sherpa.checkpoint.loading import instantiate, quiet_nemo
+    from nemo2sherpa.checkpoint.local_tokenizer import trained_tokenizer
 
     torch.set_num_threads(2)
     torch.manual_seed(args.seed)

@@ -13,9 +13,9 @@ from pathlib import Path
 from nemo2sherpa.errors import UserError
 from nemo2sherpa.families import ModelSpec
 from nemo2sherpa.families.common import SHERPA_NORMALIZE_TYPES, dims, int_metadata
+from nemo2sherpa.graphs.tensors import graph_tensors
 from nemo2sherpa.manifest import file_problems
-from nemo2sherpa.onnx_graph import graph_tensors
-from nemo2sherpa.tokens import BLANK, parse_tokens
+from nemo2sherpa.tokens_txt import BLANK, parse_tokens
 from nemo2sherpa.validate.model_dir import ModelDir
 from nemo2sherpa.validate.results import CheckResult
 

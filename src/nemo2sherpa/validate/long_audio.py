@@ -11,7 +11,7 @@
   the same checkpoint (a local-attention export against the full-attention one) on the audio both can run.
 - NeMo reference helpers: an export whose attention was changed at conversion (--attention local) must be compared
   with NeMo running that same attention, and its cached references must not mix with the checkpoint's own.
-- The long decode runs in a child process (validate/child_decode.py) with an address-space limit, so a runaway
+- The long decode runs in a child process (validate/sherpa_child.py) with an address-space limit, so a runaway
   allocation cannot take the machine down.
 
 Pure Python and numpy at import time: validate never needs NeMo or torch for this module.
@@ -27,10 +27,11 @@ from typing import Any
 
 import numpy as np
 
+from nemo2sherpa.formatting import significant
 from nemo2sherpa.validate.audio import Clip
-from nemo2sherpa.validate.child_decode import decode_in_child
 from nemo2sherpa.validate.model_dir import ModelDir
 from nemo2sherpa.validate.results import CheckResult
+from nemo2sherpa.validate.sherpa_child import decode_in_child
 
 DEFAULT_LONG_SECONDS = 450.0
 BEYOND_TABLE_SECONDS = 50.0  # how far past a plain export's limit the long clip goes at least
@@ -241,7 +242,7 @@ def compare_exports(this: ModelDir, other_dir: Path, clips: Sequence[Clip], thre
     another export of the same checkpoint, on the clips both claim to run (reported, not judged; it fails only when
     one cannot run). this_texts: this export's CPU transcripts where validate already has them, not decoded again."""
     from nemo2sherpa.validate.model_dir import open_model_dir
-    from nemo2sherpa.validate.sherpa_worker import SherpaRequest, run_sherpa
+    from nemo2sherpa.validate.sherpa_child import SherpaRequest, run_sherpa
     from nemo2sherpa.validate.transcripts import corpus_wer, same_text
 
     check = CheckResult("attention")
@@ -305,10 +306,10 @@ def markdown_lines(checks: Mapping[str, Any]) -> list[str]:
         lines += [f"## Long input ({long['seconds']:.0f} s, {kind} attention, claimed maximum {limit})", "",
                   header, "|---|---|---|---|---|---|---|",
                   "| " + " | ".join([
-                      _cell(graph.get("encoder_max_abs_diff")), _cell(graph.get("tokens_equal_nemo")),
-                      _cell(sherpa.get("decode_seconds")), _cell(sherpa.get("decode_seconds_per_minute")),
-                      _cell(sherpa.get("peak_rss_gb")), _cell(sherpa.get("wer_vs_nemo_percent"), "%"),
-                      _cell(sherpa.get("wer_vs_truth_percent"), "%")]) + " |", ""]
+                      significant(graph.get("encoder_max_abs_diff")), significant(graph.get("tokens_equal_nemo")),
+                      significant(sherpa.get("decode_seconds")), significant(sherpa.get("decode_seconds_per_minute")),
+                      significant(sherpa.get("peak_rss_gb")), significant(sherpa.get("wer_vs_nemo_percent"), "%"),
+                      significant(sherpa.get("wer_vs_truth_percent"), "%")]) + " |", ""]
     compared = checks.get("attention") or {}
     if compared.get("status") in ("passed", "failed") and (compared.get("short") or compared.get("long")):
         lines += [f"## Against `{compared.get('other_directory')}` (same audio, sherpa-onnx on both)", "",
@@ -317,19 +318,10 @@ def markdown_lines(checks: Mapping[str, Any]) -> list[str]:
             figures = compared.get(group)
             if figures:
                 lines.append(f"| {group} | {figures['utterances']} | {figures['seconds']} | "
-                             f"{_cell(figures['wer_vs_other_percent'], '%')} | {_cell(figures['exact_match_rate'])} |")
+                             f"{significant(figures['wer_vs_other_percent'], '%')} | "
+                             f"{significant(figures['exact_match_rate'])} |")
         lines.append("")
     return lines
-
-
-def _cell(value: Any, unit: str = "") -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, bool):
-        return "yes" if value else "NO"
-    if isinstance(value, float):
-        return f"{value:.3g}{unit}"
-    return f"{value}{unit}"
 
 
 def _gb(value: int | None) -> float | None:

@@ -28,11 +28,11 @@ class NemoReference:
         """manifest: the export's; when its attention was changed at conversion (--attention local), NeMo is switched
         to that same attention so that it is the reference for what was exported. family: which exported model
         NeMo is the reference for (families.Family; default: the transducer)."""
-        import torch
-
         import pickle
 
-        from nemo2sherpa.convert.loading import quiet_nemo, vet_checkpoint, weights_only_everywhere
+        import torch
+
+        from nemo2sherpa.checkpoint.loading import quiet_nemo, vet_checkpoint, weights_only_everywhere
         from nemo2sherpa.errors import UserError
 
         if threads:
@@ -65,7 +65,7 @@ class NemoReference:
         """audio: mono float32 at the model's sample rate."""
         import torch
 
-        from nemo2sherpa.convert.loading import quiet_nemo
+        from nemo2sherpa.checkpoint.loading import quiet_nemo
 
         model = self.model
         with quiet_nemo(), torch.inference_mode():

@@ -744,3 +744,18 @@ def fallback_messages(log_text: str) -> list[str]:
 def fallback_detected(log_text: str) -> bool:
     """Whether sherpa-onnx's log says it ran on CPU instead of the requested provider."""
     return bool(_FALLBACK.search(log_text))
+
+
+def runtime_for(provider: str) -> tuple[str | None, str | None]:
+    """(onnxruntime library to route sherpa-onnx through, or None for its own; a reason CUDA cannot work)."""
+    if provider != "cuda":
+        return None, None
+    bundled = sherpa_runtime_info()
+    if bundled.cuda_provider:
+        return None, None  # an official CUDA build of sherpa-onnx
+    gpu_library = onnxruntime_gpu_library()
+    if gpu_library is not None and has_cuda_provider(gpu_library.parent):
+        return str(gpu_library), None
+    return None, (f"sherpa-onnx's onnxruntime {bundled.version} is a CPU build and no onnxruntime-gpu is "
+                  "installed: `pip install onnxruntime-gpu` (matching your CUDA) and nemo2sherpa routes sherpa-onnx "
+                  "through it, or install a CUDA build of sherpa-onnx")

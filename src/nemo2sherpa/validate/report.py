@@ -8,6 +8,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from nemo2sherpa.formatting import compact, gigabytes, percent, rate
+
 FORMAT = "nemo2sherpa-validation"
 FORMAT_VERSION = 1
 REPORT_JSON, REPORT_MD, PLOT = "report.json", "report.md", "decode_time.png"
@@ -34,24 +36,6 @@ def _atomic_write(path: Path, text: str) -> Path:
     return path
 
 
-def _fmt(value: Any, digits: int = 3) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        if value and (abs(value) < 10 ** -digits or abs(value) >= 1e6):
-            return f"{value:.2e}"
-        return f"{value:.{digits}f}"
-    return str(value)
-
-
-def _pct(rate: Any) -> str:
-    return "-" if rate is None else f"{100 * rate:.1f}%"
-
-
-def _gb(value: Any) -> str:
-    return "-" if value is None else f"{value / 1e9:.2f} GB"
-
-
 def _routing_line(speed: dict[str, Any]) -> str:
     """Where to send audio by length, in words: the measured break-even and the shortest length from which CUDA
     wins at every longer one."""
@@ -61,7 +45,7 @@ def _routing_line(speed: dict[str, Any]) -> str:
     if crossing == 0.0:
         return (f"CUDA was faster at every measured length (from {threshold:g} s): send everything to the GPU, "
                 "or measure shorter lengths with --speed-lengths.")
-    return (f"Break-even (CUDA faster from): {_fmt(crossing, 2)} s; recommended: CUDA for audio of at least "
+    return (f"Break-even (CUDA faster from): {compact(crossing, 2)} s; recommended: CUDA for audio of at least "
             f"{threshold:g} s, CPU below.")
 
 
@@ -75,10 +59,10 @@ def _cuda_evidence_lines(evidence: dict[str, Any] | None) -> list[str]:
         lines.append(f"  - onnxruntime's providers: {', '.join(evidence['onnxruntime_available_providers'])}")
     memory = evidence.get("gpu_memory") or {}
     if memory.get("available"):
-        own = f", {_gb(memory['process_peak_bytes'])} by the process itself" if memory.get("process_peak_bytes") \
+        own = f", {gigabytes(memory['process_peak_bytes'])} by the process itself" if memory.get("process_peak_bytes") \
             else ""
         lines.append(f"  - GPU memory in use while it ran ({memory.get('device')}): "
-                     f"{_gb(memory.get('peak_above_baseline_bytes'))} above the idle device{own}")
+                     f"{gigabytes(memory.get('peak_above_baseline_bytes'))} above the idle device{own}")
     elif memory:
         lines.append(f"  - GPU memory: not measured ({memory.get('reason')})")
     return lines
@@ -107,8 +91,8 @@ def render_markdown(report: dict[str, Any]) -> str:
     if fidelity.get("status") in ("passed", "failed"):
         lines += ["## Graph fidelity (NeMo features into both)", "",
                   "| utterances | encoder max abs diff | token ids equal to NeMo |", "|---|---|---|",
-                  f"| {fidelity['utterances']} | {_fmt(fidelity['encoder_max_abs_diff'])} | "
-                  f"{_pct(fidelity['token_match_rate'])} |", ""]
+                  f"| {fidelity['utterances']} | {compact(fidelity['encoder_max_abs_diff'])} | "
+                  f"{rate(fidelity['token_match_rate'])} |", ""]
         for mismatch in fidelity.get("mismatches", []):
             lines.append(f"- `{mismatch['utterance']}`: **{mismatch['graph']}**: {mismatch['detail']}")
         lines.append("")
@@ -118,11 +102,11 @@ def render_markdown(report: dict[str, Any]) -> str:
         lines += ["## Transcripts through sherpa-onnx", "",
                   "| provider | exact match with NeMo | WER vs NeMo | WER vs reference text |", "|---|---|---|---|"]
         for provider, figures in transcripts["providers"].items():
-            lines.append(f"| {provider} | {_pct(figures.get('exact_match_rate'))} | "
-                         f"{_fmt(figures.get('wer_vs_nemo_percent'), 2)}% | "
-                         f"{_fmt(figures.get('wer_vs_truth_percent'), 2)}% |")
+            lines.append(f"| {provider} | {rate(figures.get('exact_match_rate'))} | "
+                         f"{percent(figures.get('wer_vs_nemo_percent'), 2)} | "
+                         f"{percent(figures.get('wer_vs_truth_percent'), 2)} |")
         if transcripts.get("nemo_wer_vs_truth_percent") is not None:
-            lines.append(f"| NeMo itself | | | {_fmt(transcripts['nemo_wer_vs_truth_percent'], 2)}% |")
+            lines.append(f"| NeMo itself | | | {percent(transcripts['nemo_wer_vs_truth_percent'], 2)} |")
         lines.append("")
         differing = [u for u in transcripts.get("utterances", [])
                      if u.get("nemo") is not None and any(" ".join(t.split()) != " ".join(u["nemo"].split())
@@ -144,7 +128,7 @@ def render_markdown(report: dict[str, Any]) -> str:
             lines.append(f"- {provider}: {state}{runtime}")
             lines += _cuda_evidence_lines(info.get("evidence"))
         if providers.get("cpu_cuda_exact_match_rate") is not None:
-            lines.append(f"- CPU and CUDA transcripts identical on {_pct(providers['cpu_cuda_exact_match_rate'])}")
+            lines.append(f"- CPU and CUDA transcripts identical on {rate(providers['cpu_cuda_exact_match_rate'])}")
         lines.append("")
 
     speed = checks.get("speed", {})
@@ -155,19 +139,20 @@ def render_markdown(report: dict[str, Any]) -> str:
         lines += [f"## Speed (median of {speed['repeats']} after warm-up, {speed['threads']} threads)", "",
                   header, "|" + "---|" * (1 + 2 * len(providers_timed) + ("cuda" in providers_timed))]
         for bucket in speed["buckets"]:
-            cells = [_fmt(bucket["seconds"], 1)]
+            cells = [compact(bucket["seconds"], 1)]
             for p in providers_timed:
-                cells += [_fmt(bucket.get(p, {}).get("decode_seconds"), 3), _fmt(bucket.get(p, {}).get("rtfx"), 1)]
+                figures = bucket.get(p, {})
+                cells += [compact(figures.get("decode_seconds"), 3), compact(figures.get("rtfx"), 1)]
             if "cuda" in providers_timed:
-                cells.append(_fmt(bucket.get("cuda_speedup"), 2))
+                cells.append(compact(bucket.get("cuda_speedup"), 2))
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
-        loads = ", ".join(f"{p} {_fmt(s, 2)} s" for p, s in speed.get("load_seconds", {}).items())
+        loads = ", ".join(f"{p} {compact(s, 2)} s" for p, s in speed.get("load_seconds", {}).items())
         lines.append(f"Model load: {loads}.")
-        memory = ", ".join(f"{p} {_gb(b)}" for p, b in (speed.get("peak_rss_bytes") or {}).items() if b)
+        memory = ", ".join(f"{p} {gigabytes(b)}" for p, b in (speed.get("peak_rss_bytes") or {}).items() if b)
         if memory:
             lines.append(f"Peak resident memory of the decoding process: {memory}.")
-        gpu = ", ".join(f"{p} {_gb(b)}" for p, b in (speed.get("gpu_peak_bytes") or {}).items() if b is not None)
+        gpu = ", ".join(f"{p} {gigabytes(b)}" for p, b in (speed.get("gpu_peak_bytes") or {}).items() if b is not None)
         if gpu:
             lines.append(f"Peak GPU memory in use (above the idle device): {gpu}.")
         if "cuda" in providers_timed:
@@ -196,17 +181,18 @@ def _precision_section(precision: dict[str, Any] | None) -> list[str]:
     sizes = precision.get("size_bytes") or {}
     if sizes:
         total = lambda key: (sizes.get(key) or {}).get("total")  # noqa: E731
-        lines += [f"Size: {_fmt(total(variant) / 1e6 if total(variant) else None, 1)} MB against "
-                  f"{_fmt(total('fp32') / 1e6 if total('fp32') else None, 1)} MB "
-                  f"(ratio {_fmt(sizes.get('ratio'), 3)}).",
+        lines += [f"Size: {compact(total(variant) / 1e6 if total(variant) else None, 1)} MB against "
+                  f"{compact(total('fp32') / 1e6 if total('fp32') else None, 1)} MB "
+                  f"(ratio {compact(sizes.get('ratio'), 3)}).",
                   ""]
     graphs = {k: v for k, v in (precision.get("graphs") or {}).items() if isinstance(v, dict)}
     if graphs:
         lines += ["| graphs | utterances | encoder max abs diff vs fp32 | token ids equal to fp32 | blank-only |",
                   "|---|---|---|---|---|"]
         for kind, g in graphs.items():
-            lines.append(f"| {kind.replace('_', ' ')} | {g.get('utterances')} | {_fmt(g.get('encoder_max_abs_diff'))}"
-                         f" | {_pct(g.get('token_match_rate'))} | {g.get('blank_only')} |")
+            lines.append(f"| {kind.replace('_', ' ')} | {g.get('utterances')} | "
+                         f"{compact(g.get('encoder_max_abs_diff'))}"
+                         f" | {rate(g.get('token_match_rate'))} | {g.get('blank_only')} |")
         lines.append("")
     transcripts = precision.get("transcripts") or {}
     if transcripts:
@@ -215,16 +201,17 @@ def _precision_section(precision: dict[str, Any] | None) -> list[str]:
             if "skipped" in t:
                 lines.append(f"| {provider} | skipped: {t['skipped']} | | |")
                 continue
-            lines.append(f"| {provider} | {_pct(t.get('exact_match_vs_fp32'))} | "
-                         f"{_fmt(t.get('wer_vs_fp32_percent'), 2)}% | {_fmt(t.get('wer_delta_abs'), 2)} |")
+            lines.append(f"| {provider} | {rate(t.get('exact_match_vs_fp32'))} | "
+                         f"{percent(t.get('wer_vs_fp32_percent'), 2)} | {compact(t.get('wer_delta_abs'), 2)} |")
         lines.append("")
     for provider, rows in (precision.get("speed") or {}).items():
         if not rows:
             continue
         lines += [f"| audio ({provider}) | fp32 s | {variant} s | speed-up |", "|---|---|---|---|"]
         for bucket, row in rows.items():
-            lines.append(f"| {bucket} | {_fmt(row.get('fp32_seconds'))} | {_fmt(row.get(f'{variant}_seconds'))} | "
-                         f"{_fmt(row.get('speedup'), 2)} |")
+            lines.append(f"| {bucket} | {compact(row.get('fp32_seconds'))} | "
+                         f"{compact(row.get(f'{variant}_seconds'))} | "
+                         f"{compact(row.get('speedup'), 2)} |")
         lines.append("")
     for warning in precision.get("warnings") or []:
         lines.append(f"- warning: {warning}")

@@ -2,10 +2,10 @@
 directory, under the names sherpa-onnx users expect (encoder.int8.onnx, ..., model.fp16.onnx, ...), for each model
 family in the directory.
 
-- int8 (convert/quantize.py): dynamic quantization like sherpa-onnx's published int8 models (QUInt8 encoder, QInt8
+- int8 (precision/int8.py): dynamic quantization like sherpa-onnx's published int8 models (QUInt8 encoder, QInt8
   decoder and joiner), the encoder streamed tensor by tensor (one file: about 1 GB for the 1.1B). A CPU variant:
   onnxruntime's CUDA provider has no kernels for DynamicQuantizeLinear/ConvInteger and runs them on the CPU.
-- fp16 (convert/fp16.py): a mixed-precision graph pass that keeps float32 inputs and outputs, the length path,
+- fp16 (precision/fp16.py): a mixed-precision graph pass that keeps float32 inputs and outputs, the length path,
   LayerNorm/Softmax and the attention scores in float32, plus whatever a range probe on speech shows too close to
   float16's limit. A CUDA variant: onnxruntime's CPU provider computes float16 graphs in float32, slowly.
 
@@ -55,7 +55,7 @@ def write_variants(directory: Path, family: Family, fp32: Variant, facts: ModelF
 
 def _write_int8(directory: Path, family: Family, fp32: Variant, names: Variant) -> dict[str, Any]:
     """The encoder-holding graph tensor by tensor (QUInt8), the small graphs through quantize_dynamic (QInt8)."""
-    from nemo2sherpa.convert.quantize import ENCODER_INT8, SMALL_INT8, quantize_small, quantize_streamed
+    from nemo2sherpa.precision.int8 import ENCODER_INT8, SMALL_INT8, quantize_small, quantize_streamed
 
     info: dict[str, Any] = {}
     for role in family.roles:
@@ -71,7 +71,7 @@ def _write_int8(directory: Path, family: Family, fp32: Variant, names: Variant) 
 def _write_fp16(directory: Path, family: Family, fp32: Variant, names: Variant) -> dict[str, Any]:
     import onnx
 
-    from nemo2sherpa.convert.fp16 import convert_graph_fp16, encoder_feeds
+    from nemo2sherpa.precision.fp16 import convert_graph_fp16, encoder_feeds
 
     encoder_path = directory / fp32.files[family.encoder_role.name]
     structure = onnx.load(str(encoder_path), load_external_data=False)

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from nemo2sherpa.convert.weights_file import WeightsFile
+from nemo2sherpa.graphs.weights_file import WeightsFile
 
 ArrayIdentity = tuple[int, tuple[int, ...], str]
 _END = None

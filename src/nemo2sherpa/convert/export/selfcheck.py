@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nemo2sherpa.convert.export import Probe
+from nemo2sherpa.convert.export.graphs import Probe
 from nemo2sherpa.errors import UserError
 
 RELATIVE_TOLERANCE = 1e-3

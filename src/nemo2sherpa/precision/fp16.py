@@ -33,11 +33,11 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from nemo2sherpa.convert.precision_graph import (
+from nemo2sherpa.features import probe_features
+from nemo2sherpa.graphs.graph import LazyTensor, OnnxGraph
+from nemo2sherpa.graphs.rewriting import (
     FLOAT,
     FLOAT16,
-    LazyTensor,
-    Rewritten,
     SourceGraph,
     all_names,
     copy_source_tensors,
@@ -144,7 +144,7 @@ def _to_fp16(array: np.ndarray) -> np.ndarray:
     return np.asarray(np.clip(np.asarray(array, dtype=np.float32), -FP16_MAX, FP16_MAX)).astype(np.float16)
 
 
-def rewrite_fp16(source: SourceGraph, plan: Fp16Plan, emulate: bool = False) -> Rewritten:
+def rewrite_fp16(source: SourceGraph, plan: Fp16Plan, emulate: bool = False) -> OnnxGraph:
     """Apply `plan` to the source graph: float16 nodes, casts at every precision boundary, float16 weights, float32
     graph inputs and outputs. With `emulate`, the graph stays float32 and rounds instead (Cast pairs)."""
     import onnx
@@ -261,69 +261,10 @@ def rewrite_fp16(source: SourceGraph, plan: Fp16Plan, emulate: bool = False) -> 
     graph.initializer.extend(kept)
     del graph.value_info[:]
     copy_source_tensors(source, model, tensors)
-    return Rewritten(model=model, tensors=tensors)
+    return OnnxGraph(model=model, tensors=tensors)
 
 
 # ------------------------------------------------------------------------------------------------ range probe
-
-def probe_features(feat_dim: int, seconds: float = 8.0) -> np.ndarray:
-    """Normalised log-mel features [feat_dim, T] of the bundled fixture speech (espeak-ng): what the encoder's
-    activations look like on speech. Exactness does not matter here, only the activation ranges."""
-    import wave
-
-    audio_dir = Path(__file__).resolve().parent.parent / "fixtures" / "tiny-tdt-en" / "audio"
-    pieces = []
-    wanted = int(seconds * 16000)
-    while sum(p.size for p in pieces) < wanted:
-        before = len(pieces)
-        for path in sorted(audio_dir.glob("*.wav")):
-            with wave.open(str(path), "rb") as handle:
-                if handle.getsampwidth() != 2 or handle.getnchannels() != 1:
-                    continue
-                samples = np.frombuffer(handle.readframes(handle.getnframes()), dtype="<i2")
-            pieces.append(samples.astype(np.float32) / 32768.0)
-            if sum(p.size for p in pieces) >= wanted:
-                break
-        if len(pieces) == before:
-            pieces.append(np.zeros(wanted, dtype=np.float32))
-    return log_mel(np.concatenate(pieces)[:wanted], feat_dim)
-
-
-def log_mel(audio: np.ndarray, feat_dim: int, sample_rate: int = 16000) -> np.ndarray:
-    """Per-feature normalised log-mel features [feat_dim, T] (25 ms hann window, 10 ms hop, 512-point FFT): close
-    to, not equal to, NeMo's and sherpa-onnx's front ends."""
-    audio = np.asarray(audio, dtype=np.float32)
-    if audio.size < 400:
-        audio = np.pad(audio, (0, 400 - audio.size))
-    audio = np.append(audio[0], audio[1:] - 0.97 * audio[:-1])
-    n_fft, hop, win = 512, sample_rate // 100, sample_rate // 40
-    frames = 1 + max(0, (audio.size - win) // hop)
-    index = np.arange(win)[None, :] + hop * np.arange(frames)[:, None]
-    window = np.hanning(win).astype(np.float32)
-    spectrum = np.abs(np.fft.rfft(audio[index] * window, n=n_fft)) ** 2
-    mel = _mel_filters(feat_dim, n_fft, sample_rate)
-    features = np.log(spectrum @ mel.T + 2.0 ** -24).T
-    features = (features - features.mean(axis=1, keepdims=True)) / (features.std(axis=1, keepdims=True) + 1e-5)
-    return features.astype(np.float32)
-
-
-def _mel_filters(bins: int, n_fft: int, rate: int) -> np.ndarray:
-    def mel(f):
-        return 2595.0 * np.log10(1.0 + f / 700.0)
-
-    def hz(m):
-        return 700.0 * (10 ** (m / 2595.0) - 1.0)
-
-    points = hz(np.linspace(mel(0.0), mel(rate / 2), bins + 2))
-    freqs = np.linspace(0, rate / 2, n_fft // 2 + 1)
-    filters = np.zeros((bins, freqs.size), dtype=np.float32)
-    for i in range(bins):
-        left, centre, right = points[i], points[i + 1], points[i + 2]
-        rise = (freqs - left) / max(centre - left, 1e-6)
-        fall = (right - freqs) / max(right - centre, 1e-6)
-        filters[i] = np.maximum(0.0, np.minimum(rise, fall))
-    return filters
-
 
 def activation_ranges(path: Path, feeds: Mapping[str, np.ndarray], names: list[str], threads: int = 2,
                       chunk: int = 400) -> dict[str, float]:
@@ -388,7 +329,7 @@ def convert_graph_fp16(path: Path, target: Path, probe: Mapping[str, np.ndarray]
                        attention_fp32: bool = True, range_probe: bool = True, naive: bool = False,
                        threads: int = 2) -> dict[str, Any]:
     """Write the fp16 (or emulated) version of the float32 graph at `path` to `target`; returns what was done."""
-    from nemo2sherpa.convert.onnx_files import DEFAULT_EXTERNAL_THRESHOLD
+    from nemo2sherpa.graphs.writing import DEFAULT_EXTERNAL_THRESHOLD
 
     with SourceGraph(path) as source:
         types = tensor_types(source.model)
@@ -426,7 +367,7 @@ def emulate_fp16_graph(path: Path, target: Path, external_threshold: int | None 
     import onnx
     from onnx import helper, numpy_helper
 
-    from nemo2sherpa.convert.onnx_files import DEFAULT_EXTERNAL_THRESHOLD
+    from nemo2sherpa.graphs.writing import DEFAULT_EXTERNAL_THRESHOLD
 
     with SourceGraph(path) as source:
         model = onnx.ModelProto()
@@ -472,5 +413,5 @@ def emulate_fp16_graph(path: Path, target: Path, external_threshold: int | None 
                 value.type.tensor_type.elem_type = FLOAT
         del graph.value_info[:]
         copy_source_tensors(source, model, tensors)
-        write_rewritten(Rewritten(model=model, tensors=tensors), target, metadata_of(source.model) or None,
+        write_rewritten(OnnxGraph(model=model, tensors=tensors), target, metadata_of(source.model) or None,
                         external_threshold or DEFAULT_EXTERNAL_THRESHOLD)

@@ -64,7 +64,7 @@ def file_sizes(model: ModelDir) -> dict[str, int]:
 
 
 def _features(clips: Sequence[Clip], references: Mapping[str, Any] | None, feat_dim: int) -> dict[str, np.ndarray]:
-    from nemo2sherpa.convert.fp16 import log_mel
+    from nemo2sherpa.features import log_mel
 
     out = {}
     for clip in clips:
@@ -100,7 +100,7 @@ def _graph_agreement(family, variant: Mapping[str, Path], fp32: Mapping[str, Pat
 
 
 def _emulated(variant: ModelDir, scratch: Path) -> dict[str, Path]:
-    from nemo2sherpa.convert.fp16 import emulate_fp16_graph
+    from nemo2sherpa.precision.fp16 import emulate_fp16_graph
 
     paths = {}
     for graph, path in variant.graphs.items():
@@ -176,29 +176,11 @@ def predicted_cpu_ops(graph: Path) -> dict[str, int]:
 def _encoder_feeds(encoder: Path, feat_dim: int) -> dict[str, np.ndarray]:
     import onnx
 
-    from nemo2sherpa.convert.fp16 import probe_features
+    from nemo2sherpa.features import probe_features
 
     features = probe_features(feat_dim, 4.0)
     names = [i.name for i in onnx.load(str(encoder), load_external_data=False).graph.input]
     return {names[0]: features[np.newaxis], names[1]: np.array([features.shape[1]], dtype=np.int64)}
-
-
-def _sherpa_runs(model: ModelDir, spec, clips, buckets, providers, threads, repeats, sample_rate):
-    from nemo2sherpa.validate.pipeline import _runtime_for
-    from nemo2sherpa.validate.sherpa_worker import SherpaRequest, SherpaRun, run_sherpa
-
-    audio = {**{c.name: c for c in clips}, **buckets}
-    runs = {}
-    for provider in providers:
-        library, reason = _runtime_for(provider)
-        if reason:
-            runs[provider] = SherpaRun(provider=provider, ok=False, error=reason)
-            continue
-        request = SherpaRequest.for_model(model, provider=provider, threads=threads, sample_rate=sample_rate,
-                                          feature_dim=spec.feat_dim, transcribe=[c.name for c in clips],
-                                          speed=list(buckets), repeats=repeats, runtime_library=library)
-        runs[provider] = run_sherpa(request, audio)
-    return runs
 
 
 def compare_with_fp32(variant: ModelDir, fp32: ModelDir, clips: Sequence[Clip], references: Mapping[str, Any] | None,
@@ -212,6 +194,7 @@ def compare_with_fp32(variant: ModelDir, fp32: ModelDir, clips: Sequence[Clip], 
     made by the pipeline (provider -> SherpaRun, with the same clips and speed buckets); missing ones are made."""
     from nemo2sherpa.progress import Progress
     from nemo2sherpa.validate import speed as speed_module
+    from nemo2sherpa.validate.sherpa_child import run_on_providers
     from nemo2sherpa.validate.transcripts import corpus_wer, same_text
 
     progress = progress or Progress(enabled=False)
@@ -248,11 +231,12 @@ def compare_with_fp32(variant: ModelDir, fp32: ModelDir, clips: Sequence[Clip], 
                        f"(minimum {min_fp16_agreement:.0%})")
 
     buckets = speed_module.make_bucket_clips(clips, speed_lengths, sample_rate) if measure_speed else {}
+    settings = {"threads": threads, "repeats": repeats, "sample_rate": sample_rate, "feature_dim": spec.feat_dim}
     with progress.stage(f"sherpa-onnx fp32 and {precision} on {', '.join(providers)}"):
-        fp32_runs = _sherpa_runs(fp32, spec, clips, buckets, providers, threads, repeats, sample_rate)
+        fp32_runs = run_on_providers(fp32, clips, buckets, tuple(providers), **settings)
         missing = [p for p in providers if not variant_runs or p not in variant_runs]
         runs = dict(variant_runs or {})
-        runs.update(_sherpa_runs(variant, spec, clips, buckets, missing, threads, repeats, sample_rate))
+        runs.update(run_on_providers(variant, clips, buckets, tuple(missing), **settings))
 
     transcripts: dict[str, Any] = {}
     speed: dict[str, Any] = {}

@@ -15,13 +15,13 @@ import contextlib
 from pathlib import Path
 from typing import Any, Callable
 
-from nemo2sherpa.convert.lean_export import (
-    ExportedGraph,
+from nemo2sherpa.checkpoint.loading import quiet_nemo
+from nemo2sherpa.convert.export.lean import (
+    OnnxGraph,
     captured_parameters,
     graph_with_initializers,
     pretranspose_linears,
 )
-from nemo2sherpa.convert.loading import quiet_nemo
 from nemo2sherpa.families.base import Family, Probe
 
 OPSET = 17
@@ -30,7 +30,7 @@ PROBE_FRAMES = (411, 97)  # not multiples of the subsampling factor, neither equ
 
 def export_graphs(family: Family, modules: dict[str, Any], scratch: Path,
                   on_graph: Callable[[str], Any] | None = None,
-                  on_linear: Callable[[str, Any], None] | None = None) -> dict[str, ExportedGraph]:
+                  on_linear: Callable[[str, Any], None] | None = None) -> dict[str, OnnxGraph]:
     """Export each role's module (family.export_modules), each with its weights held for write_graph (see
     lean_export). on_linear(path, module) sees each pre-transposed linear layer before the export starts."""
     import torch
@@ -49,7 +49,7 @@ def export_graphs(family: Family, modules: dict[str, Any], scratch: Path,
                 result = graph_with_initializers(path, parameters)
                 if result is None:  # this torch keeps its internals elsewhere: let the exporter write the weights
                     _export(module, path, example)
-                    result = ExportedGraph(model=_load_without_data(path), source=path)
+                    result = OnnxGraph(model=_load_without_data(path), source=path)
             exported[role] = result
     return exported
 

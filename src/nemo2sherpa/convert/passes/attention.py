@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from nemo2sherpa.convert.graph_edit import MS_DOMAIN, GraphEditor, NoMatch, attribute, is_standard, require
+from nemo2sherpa.graphs.editing import MS_DOMAIN, GraphEditor, NoMatch, attribute, is_standard, require
 
 BOOL, INT32, FLOAT = 9, 6, 1  # onnx.TensorProto data types
 

@@ -21,10 +21,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from nemo2sherpa.convert.graph_edit import MS_DOMAIN, GraphEditor
-from nemo2sherpa.convert.lean_export import ExportedGraph
-from nemo2sherpa.convert.optimize_attention import fuse_attention
-from nemo2sherpa.convert.optimize_relpos import fast_rel_shift, halve_linear_pos
+from nemo2sherpa.convert.passes.attention import fuse_attention
+from nemo2sherpa.convert.passes.relative_positions import fast_rel_shift, halve_linear_pos
+from nemo2sherpa.graphs.editing import MS_DOMAIN, GraphEditor
+from nemo2sherpa.graphs.graph import OnnxGraph
 
 # In this order: the attention fusion reads the rel_shift chain and the projections as exported.
 _REWRITES: dict[str, Callable[[GraphEditor], int]] = {
@@ -39,7 +39,7 @@ REPLACED_WEIGHTS = ("linear_pos",)
 BACKUP_LIMIT = 64 * 2**20
 
 
-def optimize_encoder(graph: ExportedGraph, only: tuple[str, ...] = REWRITES) -> tuple[ExportedGraph, dict[str, Any]]:
+def optimize_encoder(graph: OnnxGraph, only: tuple[str, ...] = REWRITES) -> tuple[OnnxGraph, dict[str, Any]]:
     """The graph, optimised in place where that helps, and what was done (for the manifest).
 
     `only` selects rewrites by name (benchmarks measure them one by one); the default applies them all."""
@@ -61,7 +61,7 @@ def optimize_encoder(graph: ExportedGraph, only: tuple[str, ...] = REWRITES) -> 
     return graph, {"optimizations": applied}
 
 
-def _apply(graph: ExportedGraph, only: tuple[str, ...]) -> list[dict[str, Any]]:
+def _apply(graph: OnnxGraph, only: tuple[str, ...]) -> list[dict[str, Any]]:
     editor = GraphEditor(graph)
     applied = []
     for name, rewrite in _REWRITES.items():

@@ -1,6 +1,6 @@
 """Editing an exported graph in place: the small toolkit the encoder rewrites (optimize_*) share.
 
-An ExportedGraph holds the graph without weight data and the weights beside it (lean_export): a name -> array dict,
+An OnnxGraph holds the graph without weight data and the weights beside it (lean_export): a name -> array dict,
 or the exporter's own files. The editor keeps both consistent: constants it adds go into the dict (written by
 write_graph like any captured weight), initializers that end up unused are dropped from the graph and the dict
 (their memory is freed when nothing else holds them), and arrays are read from wherever the export left them.
@@ -15,9 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from nemo2sherpa.convert.lean_export import ExportedGraph
-from nemo2sherpa.convert.precision_graph import all_names, placeholder
-from nemo2sherpa.onnx_graph import external_array
+from nemo2sherpa.graphs.graph import OnnxGraph
+from nemo2sherpa.graphs.rewriting import all_names, placeholder
+from nemo2sherpa.graphs.tensors import external_array
 
 MS_DOMAIN = "com.microsoft"
 
@@ -49,7 +49,7 @@ def attribute(node: Any, name: str) -> Any:
 class GraphEditor:
     """Producer/consumer maps over one graph, constant lookup, node insertion, and clean-up at the end."""
 
-    def __init__(self, graph: ExportedGraph) -> None:
+    def __init__(self, graph: OnnxGraph) -> None:
         self.exported = graph
         self.graph = graph.model.graph
         self._names: set[str] = set()

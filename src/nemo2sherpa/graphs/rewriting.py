@@ -9,28 +9,15 @@ variant therefore holds one tensor at a time beyond what it keeps inline (an int
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Iterable
 
 import numpy as np
 
-from nemo2sherpa.onnx_graph import external_array, graph_tensors
+from nemo2sherpa.graphs.graph import LazyTensor, OnnxGraph
+from nemo2sherpa.graphs.tensors import external_array, graph_tensors
 
 FLOAT, FLOAT16 = 1, 10  # onnx.TensorProto.FLOAT, FLOAT16
-
-
-class LazyTensor:
-    """A tensor computed when the writer reaches it. `nbytes` is known without computing (write_graph sizes first),
-    and numpy sees the data through __array__."""
-
-    def __init__(self, nbytes: int, compute: Callable[[], np.ndarray]) -> None:
-        self.nbytes = int(nbytes)
-        self._compute = compute
-
-    def __array__(self, dtype=None, copy=None):
-        array = np.asarray(self._compute())
-        return array if dtype is None else array.astype(dtype)
 
 
 class SourceGraph:
@@ -76,16 +63,8 @@ class SourceGraph:
         self.close()
 
 
-@dataclass
-class Rewritten:
-    """A new graph and the data of its tensors, by name (arrays or LazyTensors)."""
-
-    model: Any
-    tensors: dict[str, Any] = field(default_factory=dict)
-
-
 def placeholder(name: str, data_type: int, dims: Iterable[int]):
-    """An initializer without data: the writer fills it from Rewritten.tensors."""
+    """An initializer without data: the writer fills it from OnnxGraph.tensors."""
     from onnx import TensorProto
 
     tensor = TensorProto()
@@ -121,14 +100,12 @@ def copy_source_tensors(source: SourceGraph, model, tensors: dict[str, Any]) -> 
         tensor.data_location = 0
 
 
-def write_rewritten(rewritten: Rewritten, target: Path, metadata: dict[str, str] | None,
+def write_rewritten(rewritten: OnnxGraph, target: Path, metadata: dict[str, str] | None,
                     external_threshold: int) -> dict[str, str]:
     """Write the rewritten graph with the fp32 writer; returns {file name: sha256} of what it wrote."""
-    from nemo2sherpa.convert.lean_export import ExportedGraph
-    from nemo2sherpa.convert.onnx_files import write_graph
+    from nemo2sherpa.graphs.writing import write_graph
 
-    graph = ExportedGraph(model=rewritten.model, source=target, tensors=rewritten.tensors)
-    written = write_graph(graph, target, metadata=metadata, external_threshold=external_threshold)
+    written = write_graph(rewritten, target, metadata=metadata, external_threshold=external_threshold)
     return dict(written.sha256)
 
 

@@ -2,13 +2,13 @@
 
 Kept apart from the export itself because both decisions change the graph that tracing records.
 
-- Full attention (rel_pos): the exported graph computes its relative positions itself (convert/long_audio.py), so it
+- Full attention (rel_pos): the exported graph computes its relative positions itself (relative_positions.py), so it
   accepts any length; memory grows with the square of the length (docs/long-audio.md has the figures per recipe).
 - Local attention (rel_pos_local_attn, as trained or asked for with --attention local --context L,R): the modules
-  export through a banded formulation that is faithful at every length (convert/local_attention.py); memory grows
+  export through a banded formulation that is faithful at every length (local_attention.py); memory grows
   linearly with the length.
 - Both: the subsampling front end's time masks are exported broadcast instead of expanded to the size of its
-  activations (convert/long_audio.py), which dominates memory on long inputs once attention no longer does.
+  activations (relative_positions.py), which dominates memory on long inputs once attention no longer does.
 
 Whatever is exported, the probes that check the written graphs are computed by NeMo's own modules: the export
 formulations are active only while torch.onnx traces.
@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nemo2sherpa.convert.local_attention import context_problem
+from nemo2sherpa.convert.export.local_attention import context_problem
 from nemo2sherpa.errors import UserError
 from nemo2sherpa.facts import ModelFacts
 
@@ -83,7 +83,7 @@ def prepare_encoder(model: Any, facts: ModelFacts, request: AttentionRequest, so
     if changed:
         _change_attention(model, target, context)
 
-    from nemo2sherpa.convert import long_audio
+    from nemo2sherpa.convert.export import relative_positions as long_audio
 
     encoder = model.encoder
     subsampling = int(architecture.subsampling_factor or 8)
@@ -100,7 +100,7 @@ def prepare_encoder(model: Any, facts: ModelFacts, request: AttentionRequest, so
     max_audio_seconds: float | None = None
 
     if target == LOCAL:
-        from nemo2sherpa.convert import local_attention
+        from nemo2sherpa.convert.export import local_attention
 
         modules = [m for m in encoder.modules() if isinstance(m, local_attention.longformer_class())]
         if not modules:
@@ -113,14 +113,15 @@ def prepare_encoder(model: Any, facts: ModelFacts, request: AttentionRequest, so
         window = max(context)
         attention.update(memory_growth="linear", window_frames=2 * window + 1,
                          window_seconds=round((2 * window + 1) * seconds_per_frame, 3),
-                         export_forward="banded sliding-window attention (nemo2sherpa.convert.local_attention)")
+                         export_forward="banded sliding-window attention (nemo2sherpa.convert.export.local_attention)")
         # Lengths that cross chunk boundaries and are no multiple of the window, shorter and longer than the trace.
         probe_frames = tuple(feature_frames_for(t, subsampling) for t in (3 * window - 1, 7 * window + 1))
     elif target == FULL:
         if not long_audio.install_on_encoder(encoder):
             raise UserError.about(source, f"says {FULL} but its encoder has no relative positional encoding")
         attention.update(memory_growth="quadratic",
-                         export_forward="relative positions computed in the graph (nemo2sherpa.convert.long_audio)")
+                         export_forward="relative positions computed in the graph "
+                                        "(nemo2sherpa.convert.export.relative_positions)")
         limit = int(architecture.pos_emb_max_len or 5000)
         if (facts.parameters or 0) <= LONG_PROBE_MAX_PARAMETERS:
             long_probe = feature_frames_for(limit + 37, subsampling)
@@ -135,12 +136,13 @@ def prepare_encoder(model: Any, facts: ModelFacts, request: AttentionRequest, so
     info = {"attention": attention, "max_audio_seconds": max_audio_seconds,
             "encoder_frame_seconds": seconds_per_frame}
     if long_audio.install_front_end(encoder):
-        info["front_end"] = "subsampling time masks broadcast, not expanded (nemo2sherpa.convert.long_audio)"
+        info["front_end"] = ("subsampling time masks broadcast, not expanded "
+                             "(nemo2sherpa.convert.export.relative_positions)")
     return EncoderPrep(facts=facts, info=info, probe_frames=probe_frames)
 
 
 def _change_attention(model: Any, target: str, context: tuple[int, int]) -> None:
-    from nemo2sherpa.convert.loading import quiet_nemo
+    from nemo2sherpa.checkpoint.loading import quiet_nemo
 
     with quiet_nemo():
         model.change_attention_model(self_attention_model=target, att_context_size=list(context))

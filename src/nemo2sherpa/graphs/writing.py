@@ -16,10 +16,10 @@ from typing import Mapping
 
 import numpy as np
 
-from nemo2sherpa.convert.lean_export import ExportedGraph
-from nemo2sherpa.convert.weights_ahead import ArrayIdentity, WeightsAhead, array_identity
-from nemo2sherpa.convert.weights_file import WeightsFile
-from nemo2sherpa.onnx_graph import graph_tensors
+from nemo2sherpa.graphs.graph import OnnxGraph
+from nemo2sherpa.graphs.tensors import graph_tensors
+from nemo2sherpa.graphs.weights_ahead import ArrayIdentity, WeightsAhead, array_identity
+from nemo2sherpa.graphs.weights_file import WeightsFile
 
 PROTOBUF_LIMIT = 2**31
 # Weights above this go to external data; what stays inline (graph structure, constants) must fit under the limit.
@@ -35,7 +35,7 @@ class WrittenGraph:
     written_ahead: int = 0  # bytes of the weights file written while the graph was still being exported
 
 
-def _tensor_bytes(tensor, graph: ExportedGraph) -> bytes | memoryview:
+def _tensor_bytes(tensor, graph: OnnxGraph) -> bytes | memoryview:
     """The tensor's data, wherever the export put it."""
     from onnx import external_data_helper, numpy_helper
 
@@ -52,7 +52,7 @@ def _tensor_bytes(tensor, graph: ExportedGraph) -> bytes | memoryview:
     return numpy_helper.to_array(tensor).tobytes()
 
 
-def _tensor_size(tensor, graph: ExportedGraph) -> int:
+def _tensor_size(tensor, graph: OnnxGraph) -> int:
     from onnx import external_data_helper, helper
 
     if tensor.name in graph.tensors and not tensor.HasField("raw_data"):
@@ -104,7 +104,7 @@ def set_metadata(model, metadata: Mapping[str, str]) -> None:
 
 
 def write_graph(
-    graph: ExportedGraph,
+    graph: OnnxGraph,
     target: Path,
     metadata: Mapping[str, str] | None = None,
     external_threshold: int = DEFAULT_EXTERNAL_THRESHOLD,
@@ -169,13 +169,13 @@ def write_graph(
     return written
 
 
-def _captured_identity(tensor, graph: ExportedGraph) -> ArrayIdentity | None:
+def _captured_identity(tensor, graph: OnnxGraph) -> ArrayIdentity | None:
     if tensor.name not in graph.tensors or tensor.HasField("raw_data"):
         return None
     array = graph.tensors[tensor.name]
     return array_identity(array) if isinstance(array, np.ndarray) else None
 
 
-def _all_referenced(placed: dict[ArrayIdentity, tuple[int, int]], tensors: list, graph: ExportedGraph) -> bool:
+def _all_referenced(placed: dict[ArrayIdentity, tuple[int, int]], tensors: list, graph: OnnxGraph) -> bool:
     referenced = {_captured_identity(tensor, graph) for tensor in tensors}
     return all(identity in referenced for identity in placed)

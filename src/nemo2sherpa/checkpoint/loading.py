@@ -14,9 +14,9 @@ import warnings
 from pathlib import Path, PurePosixPath
 from typing import Any, Iterator, Mapping
 
-from nemo2sherpa.convert.archive import NEMO_PREFIX, NemoArchive
-from nemo2sherpa.convert.nemo_config import nemo_model_config
-from nemo2sherpa.convert.tokenizer import synthetic_tokenizer
+from nemo2sherpa.checkpoint.architecture_config import nemo_model_config
+from nemo2sherpa.checkpoint.archive import NEMO_PREFIX, NemoArchive
+from nemo2sherpa.checkpoint.local_tokenizer import synthetic_tokenizer
 from nemo2sherpa.errors import UserError
 from nemo2sherpa.facts import Architecture
 
@@ -310,8 +310,8 @@ def vet_checkpoint(path: Path) -> None:
     """The checks convert makes before a checkpoint's config is used, for code that hands a .nemo to NeMo itself
     (validate's reference): archive members, config _target_s by name and by object. Raises UserError naming the
     file. Its weights are not read here: load them inside weights_only_everywhere()."""
-    from nemo2sherpa.convert.archive import CONFIG_NAME
-    from nemo2sherpa.convert.model_config import check_targets, parse_config
+    from nemo2sherpa.checkpoint.archive import CONFIG_NAME
+    from nemo2sherpa.checkpoint.config import check_targets, parse_config
 
     path = Path(path)
     with NemoArchive(path) as archive:

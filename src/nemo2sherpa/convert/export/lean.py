@@ -17,22 +17,11 @@ to the exporter's own files (slower, same result).
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-import numpy as np
-
+from nemo2sherpa.graphs.graph import OnnxGraph
 from nemo2sherpa.memory import release_free_memory
-
-
-@dataclass
-class ExportedGraph:
-    """A graph whose initializer data live in `tensors` (captured) or in the exporter's files beside `source`."""
-
-    model: Any  # onnx.ModelProto, loaded without external data
-    source: Path  # the exporter's output file; its folder holds any external files it wrote
-    tensors: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def _matmul_linear_class():
@@ -108,7 +97,7 @@ def captured_parameters() -> Iterator[dict[str, Any]]:
         torch.onnx.export = real_export
 
 
-def graph_with_initializers(path: Path, parameters: dict[str, Any]) -> ExportedGraph | None:
+def graph_with_initializers(path: Path, parameters: dict[str, Any]) -> OnnxGraph | None:
     """Turn the parameter inputs of a weightless export back into initializers whose data are `parameters`.
 
     None when the graph does not have exactly those inputs (the capture did not work as expected)."""
@@ -130,4 +119,4 @@ def graph_with_initializers(path: Path, parameters: dict[str, Any]) -> ExportedG
     kept = [value for value in model.graph.input if value.name not in parameters]
     del model.graph.input[:]
     model.graph.input.extend(kept)
-    return ExportedGraph(model=model, source=path, tensors=tensors)
+    return OnnxGraph(model=model, source=path, tensors=tensors)

@@ -28,10 +28,9 @@ from typing import Any
 
 import numpy as np
 
-from nemo2sherpa.convert.precision_graph import (
+from nemo2sherpa.graphs.graph import LazyTensor, OnnxGraph
+from nemo2sherpa.graphs.rewriting import (
     FLOAT,
-    LazyTensor,
-    Rewritten,
     SourceGraph,
     all_names,
     copy_source_tensors,
@@ -89,7 +88,7 @@ def quantize_streamed(path: Path, target: Path, options: Int8Options = ENCODER_I
     import onnx
     from onnx import helper, numpy_helper
 
-    from nemo2sherpa.convert.onnx_files import DEFAULT_EXTERNAL_THRESHOLD
+    from nemo2sherpa.graphs.writing import DEFAULT_EXTERNAL_THRESHOLD
 
     with SourceGraph(path) as source:
         model = onnx.ModelProto()
@@ -202,7 +201,7 @@ def quantize_streamed(path: Path, target: Path, options: Int8Options = ENCODER_I
         if not any(op.domain in ("", "ai.onnx") and op.version >= 10 for op in model.opset_import):
             raise ValueError(f"{path.name}: opset below 10 has no MatMulInteger")
         copy_source_tensors(source, model, tensors)
-        hashes = write_rewritten(Rewritten(model=model, tensors=tensors), target, metadata_of(source.model) or None,
+        hashes = write_rewritten(OnnxGraph(model=model, tensors=tensors), target, metadata_of(source.model) or None,
                                  external_threshold or DEFAULT_EXTERNAL_THRESHOLD)
     return {"method": "nemo2sherpa streamed dynamic quantization (onnxruntime IntegerOps graph)",
             **options.to_dict(), "quantized": counts, "sha256": hashes}
@@ -218,7 +217,7 @@ def quantize_small(path: Path, target: Path, options: Int8Options = SMALL_INT8) 
 
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    from nemo2sherpa.convert.onnx_files import FILE_MODE
+    from nemo2sherpa.graphs.writing import FILE_MODE
 
     root = logging.getLogger()
     level = root.level

@@ -8,7 +8,8 @@ A = sin(m w) @ W[0::2] and C = cos(m w) @ W[1::2] over m = 0..T-1 (two T x d/2 x
 and the (2T-1) rows are the first reversed (m = T-1..1) followed by the second (m = 0..T-1). sin(m w) and cos(m w)
 are the lower half of the embeddings themselves (rows T-1 .. 2T-2, columns 0::2 and 1::2), sliced once for all
 layers. Applied only where the embeddings provably have that form: computed in the graph from
-Range(T-1, -T, -1) x frequencies (convert/long_audio), or sliced from a table (NeMo's own export) that is checked
+Range(T-1, -T, -1) x frequencies (convert/export/relative_positions),
+or sliced from a table (NeMo's own export) that is checked
 to be odd/even about its centre, by a slice that is checked to be centred (start = c + 1 - T, end = c + T).
 The weights are not copied: W[0::2] and W[1::2] are views until the writer streams them out.
 
@@ -24,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from nemo2sherpa.convert.graph_edit import GraphEditor, NoMatch, attribute, is_standard, require
+from nemo2sherpa.graphs.editing import GraphEditor, NoMatch, attribute, is_standard, require
 
 SYMMETRY_TOLERANCE = 1e-6
 
@@ -53,7 +54,8 @@ def _linear_form(editor: GraphEditor, name: str, depth: int = 0) -> tuple[str | 
 
 def _symmetric_positions(editor: GraphEditor, name: str) -> int:
     """d_model if `name` holds sinusoid embeddings [1, 2T-1, d] of the positions T-1 .. -(T-1), sine and cosine
-    interleaved: either computed in the graph (convert/long_audio) or sliced from NeMo's table. NoMatch otherwise."""
+    interleaved: either computed in the graph (convert/export/relative_positions) or sliced from NeMo's
+    table. NoMatch otherwise."""
     node = editor.producer.get(name)
     require(node is not None, "positions are an input")
     if node.op_type == "Cast" and attribute(node, "to") == 1:

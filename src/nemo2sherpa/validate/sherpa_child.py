@@ -1,0 +1,314 @@
+"""Run sherpa-onnx in a fresh child process: transcribe clips, time decodes, measure peak memory, for one provider.
+
+Why a child process:
+- sherpa-onnx calls exit() on some model errors (a joiner of the wrong width), which must fail a check, not kill
+  validate;
+- the onnxruntime it loads is fixed at import time, so CPU and CUDA runs (possibly through a different onnxruntime)
+  each need a fresh interpreter;
+- its C++ log lines (the silent CUDA fallback) can only be captured at the file-descriptor level of a process that
+  owns them;
+- long inputs are where memory runs out: in a child the peak is the child's own (its VmHWM, not the parent's pages),
+  and an address-space limit (RLIMIT_AS) makes a runaway allocation fail there, reported as data, instead of taking
+  the machine down.
+
+Parent side: run_sherpa() for a SherpaRequest (validate's transcripts, speed and precision checks), decode_in_child()
+for one waveform (the long-input check, bench/long_audio.py). Child side:
+`python -m nemo2sherpa.validate.sherpa_child REQUEST.json RESULT.json`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from nemo2sherpa.validate.audio import Clip
+
+
+@dataclass
+class SherpaRequest:
+    family: str  # families.FAMILIES key
+    graphs: dict[str, str]  # role -> file
+    tokens: str
+    encoder: str = ""  # the graph holding the encoder (encoder_only runs it alone)
+    provider: str = "cpu"
+    threads: int = 2
+    sample_rate: int = 16000
+    feature_dim: int = 80
+    transcribe: list[str] = field(default_factory=list)  # clip names to transcribe once each
+    speed: list[str] = field(default_factory=list)  # clip names to time
+    repeats: int = 3
+    warmup: int = 1
+    runtime_library: str | None = None  # route sherpa-onnx through this onnxruntime instead of its bundled one
+    memory_limit_bytes: int | None = None  # the child's address-space limit
+    encoder_only: bool = False  # run the encoder graph on random features instead (random-weight benchmarks)
+    audio: str = ""  # npz with one array per clip name
+
+    @classmethod
+    def for_model(cls, model, **settings: Any) -> "SherpaRequest":
+        """A request for a validate.model_dir.ModelDir's files."""
+        return cls(family=model.family.name, graphs={role: str(path) for role, path in model.graphs.items()},
+                   tokens=str(model.tokens), encoder=str(model.encoder), **settings)
+
+
+@dataclass
+class SherpaRun:
+    provider: str
+    ok: bool
+    error: str | None = None
+    fallback_to_cpu: bool = False
+    log: str = ""
+    runtime: dict[str, Any] = field(default_factory=dict)
+    load_seconds: float | None = None
+    transcripts: dict[str, dict[str, Any]] = field(default_factory=dict)  # text, tokens, timestamps, decode_seconds
+    timings: dict[str, list[float]] = field(default_factory=dict)
+    peak_rss_bytes: int | None = None  # the decoding process's peak resident memory (load and every decode)
+    gpu_memory: dict[str, Any] = field(default_factory=dict)  # GpuMemory.to_dict() of a CUDA run
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def median(self, name: str) -> float | None:
+        values = self.timings.get(name)
+        return statistics.median(values) if values else None
+
+
+def run_sherpa(request: SherpaRequest, clips: dict[str, Clip | np.ndarray], timeout: float = 3600) -> SherpaRun:
+    """Run the child and return what it measured; a crash, an exit() of sherpa-onnx, the memory limit or the timeout
+    becomes ok=False with the reason."""
+    with tempfile.TemporaryDirectory(prefix="nemo2sherpa-sherpa-") as scratch:
+        audio = Path(scratch) / "clips.npz"
+        np.savez(audio, **{name: getattr(clip, "audio", clip) for name, clip in clips.items()})
+        request.audio = str(audio)
+        request_path, result_path = Path(scratch) / "request.json", Path(scratch) / "result.json"
+        request_path.write_text(json.dumps(asdict(request)))
+        env = dict(os.environ)
+        env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+        with open(Path(scratch) / "stderr.txt", "w+") as stderr:
+            process = subprocess.Popen([sys.executable, "-m", __name__, str(request_path), str(result_path)],
+                                       stdout=subprocess.DEVNULL, stderr=stderr, env=env)
+            timed_out = threading.Event()
+
+            def kill() -> None:
+                timed_out.set()
+                process.kill()
+
+            timer = threading.Timer(timeout, kill)
+            timer.start()
+            try:
+                _, status, usage = os.wait4(process.pid, 0)
+            finally:
+                timer.cancel()
+            process.returncode = os.waitstatus_to_exitcode(status)
+            stderr.seek(0)
+            log = stderr.read()
+        if timed_out.is_set():
+            return SherpaRun(provider=request.provider, ok=False, log=log,
+                             error=f"sherpa-onnx did not finish in {timeout:.0f} s")
+        if result_path.exists():
+            return SherpaRun(**json.loads(result_path.read_text()))
+    # wait4's ru_maxrss also counts what the child held between fork and exec (a copy of this process's pages):
+    # only a fallback for when the child could not report its own high-water mark
+    tail = " ".join(log.strip().splitlines()[-3:])[-400:]
+    killed = process.returncode in (-9, 137) or any(s in log for s in ("MemoryError", "bad_alloc",
+                                                                       "Failed to allocate"))
+    why = "out of memory (address-space limit reached or killed)" if killed else \
+        f"sherpa-onnx exited with code {process.returncode}"
+    return SherpaRun(provider=request.provider, ok=False, log=log, peak_rss_bytes=int(usage.ru_maxrss) * 1024,
+                     error=f"{why}: {tail}")
+
+
+@dataclass
+class ChildDecode:
+    """One waveform decoded in a child: what the long-input check and its benchmark report."""
+
+    ok: bool
+    seconds: float = 0.0  # audio length
+    text: str = ""
+    load_seconds: float | None = None
+    decode_seconds: float | None = None
+    peak_rss_bytes: int | None = None
+    error: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def decode_in_child(model, audio: np.ndarray, sample_rate: int, threads: int = 2, feature_dim: int = 80,
+                    provider: str = "cpu", memory_limit_bytes: int | None = None, timeout: float = 7200,
+                    encoder_only: bool = False, runtime_library: str | None = None) -> ChildDecode:
+    """Decode `audio` once with sherpa-onnx in a fresh process (or, encoder_only, run the encoder graph on random
+    features of the same size with onnxruntime). Peak RSS: the child's own VmHWM. RLIMIT_AS: memory_limit_bytes."""
+    seconds = len(audio) / float(sample_rate)
+    request = SherpaRequest.for_model(model, provider=provider, threads=threads, sample_rate=sample_rate,
+                                      feature_dim=feature_dim, transcribe=["input"], runtime_library=runtime_library,
+                                      memory_limit_bytes=int(memory_limit_bytes) if memory_limit_bytes else None,
+                                      encoder_only=encoder_only)
+    run = run_sherpa(request, {"input": np.ascontiguousarray(audio, dtype=np.float32)}, timeout=timeout)
+    decoded = run.transcripts.get("input", {})
+    return ChildDecode(ok=run.ok, seconds=seconds, text=decoded.get("text", ""), load_seconds=run.load_seconds,
+                       decode_seconds=decoded.get("decode_seconds"), peak_rss_bytes=run.peak_rss_bytes,
+                       error=run.error, extra=run.extra)
+
+
+def run_on_providers(model, clips: list[Clip], buckets: dict[str, Clip], providers: tuple[str, ...], *, threads: int,
+                     repeats: int, sample_rate: int, feature_dim: int, cuda_limit_seconds: float = math.inf,
+                     progress=None) -> dict[str, SherpaRun]:
+    """One child per provider: every clip transcribed, every bucket timed (on CUDA only the buckets a full-attention
+    encoder can run there), sherpa-onnx routed through onnxruntime-gpu where its own onnxruntime has no CUDA."""
+    from nemo2sherpa.validate.ort_runtime import runtime_for
+
+    audio = {**{c.name: c for c in clips}, **buckets}
+    runs = {}
+    for provider in providers:
+        library, reason = runtime_for(provider)
+        if reason:
+            runs[provider] = SherpaRun(provider=provider, ok=False, error=reason)
+            continue
+        timed = [name for name, clip in buckets.items() if provider != "cuda" or clip.seconds <= cuda_limit_seconds]
+        request = SherpaRequest.for_model(
+            model, provider=provider, threads=threads, sample_rate=sample_rate, feature_dim=feature_dim,
+            transcribe=[c.name for c in clips], speed=timed, repeats=repeats, runtime_library=library)
+        what = f"sherpa-onnx on {provider}: {len(clips)} clips" + \
+            (f", {len(timed)} speed buckets x {repeats}" if timed else "")
+        if progress is None:
+            runs[provider] = run_sherpa(request, audio)
+        else:
+            with progress.stage(what):
+                runs[provider] = run_sherpa(request, audio)
+    return runs
+
+
+# ------------------------------------------------------------------------------------------------ child side
+
+def _child(request: SherpaRequest) -> SherpaRun:
+    from nemo2sherpa.validate import ort_runtime
+    from nemo2sherpa.validate.gpu_memory import GpuMemorySampler
+
+    run = SherpaRun(provider=request.provider, ok=False)
+    if request.encoder_only:
+        _encoder_only(request, run)
+    elif request.provider == "cuda":
+        with GpuMemorySampler() as sampler:
+            _decode_all(request, run, ort_runtime)
+        run.gpu_memory = sampler.result.to_dict()
+    else:
+        _decode_all(request, run, ort_runtime)
+    run.ok = True
+    return run
+
+
+def _high_water_mark() -> int | None:
+    """Peak resident memory of this process since its exec (VmHWM), in bytes; getrusage where there is no /proc."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        import resource
+    except ImportError:  # not on this platform
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak) * (1 if sys.platform == "darwin" else 1024)  # bytes on macOS, KiB on Linux
+
+
+def _decode_all(request: SherpaRequest, run: SherpaRun, ort_runtime) -> None:
+    """Load the recognizer and run every transcription and timing asked for, filling `run`."""
+    from nemo2sherpa.validate.sherpa_runner import recognizer_for
+
+    if request.runtime_library:
+        info = ort_runtime.sherpa_runtime_info()
+        shim = ort_runtime.build_shim(Path(request.runtime_library), info.required_symbol_version)
+        ort_runtime.preload_runtime(shim)
+        run.runtime["routed_through"] = request.runtime_library
+        if request.provider == "cuda":
+            problem = ort_runtime.preload_cuda_libraries()  # NVIDIA's pip CUDA/cuDNN libraries, if installed
+            if problem:
+                run.runtime["preload_cuda_libraries"] = problem
+    with ort_runtime.captured_fd_stderr() as captured:
+        start = time.perf_counter()
+        recognizer = recognizer_for(request.family, request.graphs, request.tokens, provider=request.provider,
+                                    threads=request.threads, sample_rate=request.sample_rate,
+                                    feature_dim=request.feature_dim)
+        run.load_seconds = round(time.perf_counter() - start, 3)
+    run.log = captured.text
+    run.fallback_to_cpu = request.provider != "cpu" and ort_runtime.fallback_detected(captured.text)
+    run.runtime.update(ort_runtime.loaded_runtime_summary())
+
+    with np.load(request.audio) as data:
+        audio = {name: data[name] for name in data.files}
+
+    def decode(samples: np.ndarray):
+        stream = recognizer.create_stream()
+        stream.accept_waveform(request.sample_rate, samples)
+        recognizer.decode_stream(stream)
+        return stream.result
+
+    for name in request.transcribe:
+        start = time.perf_counter()
+        result = decode(audio[name])
+        run.transcripts[name] = {"text": result.text, "tokens": list(result.tokens),
+                                 "timestamps": [round(t, 3) for t in result.timestamps],
+                                 "decode_seconds": round(time.perf_counter() - start, 3)}
+    for name in request.speed:
+        for _ in range(request.warmup):
+            decode(audio[name])
+        times = []
+        for _ in range(request.repeats):
+            start = time.perf_counter()
+            decode(audio[name])
+            times.append(round(time.perf_counter() - start, 5))
+        run.timings[name] = times
+    # onnxruntime maps its CUDA provider library only when a CUDA session is created: checked after the decodes
+    run.runtime.update(ort_runtime.provider_evidence())
+
+
+def _encoder_only(request: SherpaRequest, run: SherpaRun) -> None:
+    """The encoder graph alone on random features of each clip's length (benchmarks of random-weight models, whose
+    transcripts mean nothing)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    options.intra_op_num_threads = int(request.threads)
+    options.inter_op_num_threads = 1
+    start = time.perf_counter()
+    session = ort.InferenceSession(request.encoder, options, providers=["CPUExecutionProvider"])
+    run.load_seconds = round(time.perf_counter() - start, 3)
+    names = [i.name for i in session.get_inputs()]
+    with np.load(request.audio) as data:
+        lengths = {name: data[name].size for name in data.files}
+    for name in request.transcribe:
+        frames = round(lengths[name] / request.sample_rate * 100)
+        features = np.random.default_rng(0).standard_normal((1, int(request.feature_dim), frames)).astype(np.float32)
+        start = time.perf_counter()
+        out = session.run(None, {names[0]: features, names[1]: np.array([frames], dtype=np.int64)})
+        run.transcripts[name] = {"text": "", "decode_seconds": round(time.perf_counter() - start, 3)}
+        run.extra["encoder_frames"] = int(np.asarray(out[1]).reshape(-1)[0])
+
+
+def main(argv: list[str]) -> None:
+    request = SherpaRequest(**json.loads(Path(argv[0]).read_text()))
+    if request.memory_limit_bytes:  # before anything big is loaded: a runaway allocation fails here, alone
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_AS, (request.memory_limit_bytes, request.memory_limit_bytes))
+    try:
+        run = _child(request)
+    except Exception as exc:  # noqa: BLE001 - everything goes back to the parent as data
+        run = SherpaRun(provider=request.provider, ok=False, error=f"{type(exc).__name__}: {str(exc)[:400]}")
+    run.peak_rss_bytes = _high_water_mark()
+    Path(argv[1]).write_text(json.dumps(asdict(run)))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
