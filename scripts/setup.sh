@@ -9,7 +9,21 @@ if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip
-# torch is not pinned: an already installed build (CPU or CUDA) that satisfies the requirement is kept.
+# torch first, the build that fits this machine (scripts/torch_choice.sh); nemo2sherpa pins no torch, so the one
+# installed here is kept by the install below.
+torch_args=$(bash scripts/torch_choice.sh .venv/bin/python)
+case "$torch_args" in
+  keep) ;;
+  torch) echo "setup: installing PyTorch, default build (NVIDIA GPU found, or not Linux)"
+         .venv/bin/python -m pip install --quiet torch ;;
+  *) echo "setup: no NVIDIA GPU: installing PyTorch's CPU-only build (NEMO2SHERPA_TORCH=cuda chooses the CUDA one)"
+     # shellcheck disable=SC2086
+     if ! .venv/bin/python -m pip install --quiet $torch_args; then
+       echo "setup: PyTorch's CPU wheel index could not be reached; installing the default build instead (it carries" \
+            "CUDA libraries, several GB; set TORCH_CPU_INDEX to a mirror of the CPU wheels to avoid them)"
+       .venv/bin/python -m pip install --quiet torch
+     fi ;;
+esac
 .venv/bin/python -m pip install --quiet -e ".[all,test]"
 
 # espeak-ng synthesizes validate's default test audio; install it when we can, explain when we cannot.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -67,3 +68,9 @@ def dead_bytes(weights: Path, tensors: list) -> int:
         dead += max(0, offset - end - (-end % ALIGNMENT))
         end = offset + length
     return dead + weights.stat().st_size - end
+
+
+def copy_dir(source: Path, target: Path, without: tuple[str, ...] = ("validation",)) -> Path:
+    """A copy of a model directory to damage, without its validation report (or whatever else is named)."""
+    shutil.copytree(source, target, ignore=shutil.ignore_patterns(*without))
+    return target

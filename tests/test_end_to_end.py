@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from helpers import assert_one_line_error, run_cli
+from helpers import assert_one_line_error, run_cli, run_process
 
 pytestmark = pytest.mark.nemo
 
@@ -49,3 +49,15 @@ def test_an_int8_variant_validates_against_fp32_through_the_cli(tmp_path, capsys
     assert precision["status"] == "passed" and precision["reference"] == "fp32"
     assert precision["transcripts"]["cpu"]["blank_only"] == 0
     assert "## Precision: int8 against fp32" in (directory / "validation" / "report.md").read_text()
+
+
+def test_quiet_means_quiet(tmp_path):
+    """-q: convert prints the output directory only, validate its verdict lines only; nothing on stderr, not even
+    the lines NeMo's telemetry library logs when NeMo is imported."""
+    out = tmp_path / "quiet"
+    ran = run_process(["convert", "tiny-tdt-en", "-o", out, "-q"])
+    assert ran.code == 0 and ran.err == "", ran.err
+    assert ran.out.strip() == str(out)
+    ran = run_process(["validate", out, "--no-speed", "--no-long-audio", "-q"])
+    assert ran.code == 0 and ran.err == "", ran.err
+    assert ran.out.splitlines()[-1].startswith("PASSED: ")

@@ -22,6 +22,7 @@ import yaml
 
 from hub_server import FakeHub
 from nemo2sherpa.errors import UserError
+from nemo2sherpa.hashing import sha256_file
 from nemo2sherpa.manifest import MANIFEST_NAME, read_manifest
 from nemo2sherpa.publish import PublishOptions, publish
 from nemo2sherpa.recipes import load_catalog
@@ -47,7 +48,8 @@ def converted_model(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("publish-model")
     checkpoint = build_checkpoint(root / "checkpoints" / "tiny-local.nemo")
     output = root / NAME
-    convert(ConvertOptions(source=str(checkpoint), output=output, external_threshold=64 * 1024), SILENT)
+    convert(ConvertOptions(source=str(checkpoint), output=output, external_threshold=64 * 1024,
+                           license="apache-2.0"), SILENT)
     return output
 
 
@@ -109,12 +111,16 @@ def write_validation(directory: Path, report: dict[str, Any] | None = None, plot
     folder = directory / "validation"
     folder.mkdir(exist_ok=True)
     report = report if report is not None else make_report(directory)
-    (folder / "report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     (folder / "report.md").write_text(f"# Validation of `{report['model_dir']}`\n", encoding="utf-8")
     if plot:
         (folder / "decode_time.png").write_bytes(tiny_png())
     else:
         (folder / "decode_time.png").unlink(missing_ok=True)
+    # sealed as validate seals it: the other files' hashes in the report, the report's hash beside it
+    report.setdefault("artifacts", {name: sha256_file(folder / name) for name in ("report.md", "decode_time.png")
+                                    if (folder / name).exists()})
+    (folder / "report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    (folder / "report.json.sha256").write_text(sha256_file(folder / "report.json") + "  report.json\n")
     return folder / "report.json"
 
 
@@ -172,7 +178,8 @@ def tree(root: Path) -> dict[str, bytes]:
     return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
-def expected_paths(directory: Path, validation: tuple[str, ...] = ("report.json", "report.md", "decode_time.png")):
+def expected_paths(directory: Path, validation: tuple[str, ...] = ("report.json", "report.md", "decode_time.png",
+                                                                   "report.json.sha256")):
     manifest = read_manifest(directory)
     return {"README.md", MANIFEST_NAME, *manifest.files, *(f"validation/{n}" for n in validation)}
 
@@ -187,7 +194,8 @@ def test_card_metadata_and_provenance_of_a_local_checkpoint(model, tmp_path):
     assert meta["library_name"] == "sherpa-onnx"
     assert meta["pipeline_tag"] == "automatic-speech-recognition"
     assert {"nemo", "parakeet", "tdt", "onnx"} <= set(meta["tags"]) and "rnnt" not in meta["tags"]
-    assert "base_model" not in meta and "license" not in meta  # a local file: neither is known
+    assert "base_model" not in meta  # a local file: no repository to name
+    assert meta["license"] == "apache-2.0" and manifest.source["license"] == "apache-2.0"  # convert --license
     assert manifest.source["sha256"] in card
     assert f"`{manifest.source['filename']}`" in card
     # No local path leaks: not the checkpoint's folder, not the model directory, not the test's temp root.
@@ -302,6 +310,7 @@ def test_card_of_a_recipe_source_has_licence_base_model_language_and_attribution
     def as_recipe(data):
         data["source"] = {**data["source"], "kind": "recipe", "recipe": recipe.name, "repo_id": recipe.repo_id,
                           "revision": "main", "resolved_revision": commit, "filename": recipe.filename}
+        data["source"].pop("license")  # a manifest that recorded none: the catalog's licence applies
 
     edit_manifest(model, as_recipe)
     write_validation(model)
@@ -313,6 +322,21 @@ def test_card_of_a_recipe_source_has_licence_base_model_language_and_attribution
     assert f"https://huggingface.co/{recipe.repo_id}" in card and commit in card
     attribution = next(line for line in card.splitlines() if line.startswith("Attribution"))
     assert recipe.repo_id in attribution and recipe.license in attribution
+
+
+def test_a_source_without_a_licence_needs_one_to_publish(model, tmp_path):
+    edit_manifest(model, lambda data: data["source"].pop("license"))
+    write_validation(model)
+    message = refused(model, tmp_path)
+    assert MANIFEST_NAME in message and "records no licence" in message and "--license" in message
+    card = dry_run(model, tmp_path / "other", license="other:Research Only:https://example.org/licence")
+    meta = front_matter(card)
+    assert (meta["license"], meta["license_name"], meta["license_link"]) == \
+        ("other", "Research Only", "https://example.org/licence")
+    with pytest.raises(UserError, match="other:NAME:URL"):
+        dry_run(model, tmp_path / "bad", license="other:no link")
+    forced = dry_run(model, tmp_path / "forced", force=True)
+    assert "license" not in front_matter(forced) and "licence | not recorded" in forced
 
 
 def test_rnnt_models_are_tagged_rnnt(model, tmp_path):
@@ -351,6 +375,42 @@ def test_refuses_a_failing_report(model, tmp_path):
     write_validation(model, report)
     message = refused(model, tmp_path)
     assert "report.json" in message and "validation failed (transcripts)" in message
+
+
+def test_refuses_an_unproven_report(model, tmp_path):
+    """Every check passed or was skipped, but nothing was compared with NeMo: that is no evidence to publish on."""
+    report = make_report(model, passed=False, verdict="unproven",
+                         not_proven=["graph fidelity to NeMo: no manifest and no --nemo"])
+    report["checks"]["graph_fidelity"] = {"status": "skipped", "reason": "no NeMo reference", "problems": []}
+    write_validation(model, report)
+    message = refused(model, tmp_path)
+    assert "report.json" in message and "proved nothing about fidelity" in message
+    card = dry_run(model, tmp_path / "staging", force=True)
+    assert "**UNPROVEN**" in card and "Not proven: graph fidelity to NeMo" in card
+
+
+def test_refuses_validation_files_changed_or_linked_after_validation(model, tmp_path):
+    """What goes out under validation/ is what validate wrote: hashed, sealed, regular files only."""
+    (model / "validation" / "decode_time.png").write_bytes(tiny_png() + b"\0")
+    assert "decode_time.png is not the file validate wrote" in refused(model, tmp_path, force=True)
+    secret = tmp_path / "secret.txt"
+    secret.write_text("hf_not_for_publishing")
+    (model / "validation" / "decode_time.png").unlink()
+    (model / "validation" / "decode_time.png").symlink_to(secret)
+    assert "decode_time.png is a link" in refused(model, tmp_path, force=True)
+    write_validation(model)
+    report = model / "validation" / "report.json"
+    report.write_text(report.read_text().replace('"cpu": 12.1', '"cpu": 1.1'))
+    assert "report.json changed after validation" in refused(model, tmp_path, force=True)
+
+
+def test_refuses_a_model_file_that_links_outside_even_with_force(model, tmp_path):
+    secret = tmp_path / "token"
+    secret.write_bytes((model / "tokens.txt").read_bytes())  # same bytes: the hash check alone would pass
+    (model / "tokens.txt").unlink()
+    (model / "tokens.txt").symlink_to(secret)
+    message = refused(model, tmp_path, force=True)
+    assert "tokens.txt: a link or not a regular file" in message
 
 
 def test_refuses_random_weights_even_with_force(model, tmp_path):
@@ -482,6 +542,7 @@ SCRIPT = """
 import json, sys
 from pathlib import Path
 from nemo2sherpa.errors import UserError
+from nemo2sherpa.hashing import sha256_file
 from nemo2sherpa.publish import PublishOptions, publish
 options = json.loads(sys.argv[1])
 for key in ("directory", "dry_run", "report"):

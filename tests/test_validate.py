@@ -9,15 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from helpers import assert_one_line_error, run_cli
+from helpers import assert_one_line_error, copy_dir, run_cli
 
 pytestmark = pytest.mark.nemo
 FAST = ["--speed-lengths", "2,5", "--repeats", "1", "-q"]
-
-
-def copy_dir(source: Path, target: Path, without: tuple[str, ...] = ("validation",)) -> Path:
-    shutil.copytree(source, target, ignore=shutil.ignore_patterns(*without))
-    return target
 
 
 def test_the_fixture_directory_passes_and_nemo_graphs_and_truth_agree(validated, fixture_recipe):
@@ -92,8 +87,12 @@ def test_a_joiner_from_another_model_fails(fixture_dir, converted, tmp_path, cap
 def test_a_third_party_directory_without_manifest_validates(fixture_dir, fixture_recipe, tmp_path, capsys):
     plain = copy_dir(fixture_dir, tmp_path / "third-party", without=("validation", "manifest.json"))
     ran = run_cli(["validate", plain, "--dataset", fixture_recipe.dataset_path(), "--no-speed", "-q"], capsys)
-    assert ran.code == 0, ran.out
+    # nothing failed, but with no manifest and no --nemo nothing was compared with NeMo: unproven, exit 3
+    assert ran.code == 3, ran.out
+    assert "UNPROVEN" in ran.out and "not proven: graph fidelity to NeMo" in ran.out
     report = json.loads((plain / "validation" / "report.json").read_text())
+    assert report["verdict"] == "unproven" and report["passed"] is False
+    assert any("reference texts at WER" in line for line in report["proven"])
     assert report["checks"]["contract"]["manifest"] == {"present": False}
     assert report["checks"]["graph_fidelity"]["status"] == "skipped"
     assert "--nemo" in report["checks"]["graph_fidelity"]["reason"]
@@ -214,3 +213,43 @@ def test_compare_with_something_that_is_not_a_directory_is_one_line(fixture_dir,
     ran = run_cli(["validate", fixture_dir, "--compare-with", missing, "--report-dir", tmp_path / "r", "-q"], capsys)
     assert_one_line_error(ran, str(missing), "--compare-with needs a model directory")
     assert not (tmp_path / "r").exists()  # refused before anything ran
+
+
+def test_validate_never_reads_through_a_link_out_of_the_directory(fixture_dir, tmp_path, capsys):
+    linked = copy_dir(fixture_dir, tmp_path / "linked")
+    secret = tmp_path / "token"
+    secret.write_text("hf_secret_token 0\n")
+    (linked / "tokens.txt").unlink()
+    (linked / "tokens.txt").symlink_to(secret)
+    ran = run_cli(["validate", linked, "--no-speed", "-q"], capsys)
+    assert_one_line_error(ran, "tokens.txt is a link to a file outside the directory")
+    assert not (linked / "validation").exists() and "hf_secret_token" not in ran.out + ran.err
+
+
+def test_an_external_data_location_outside_the_directory_is_refused_unread(fixture_dir, tmp_path, capsys):
+    import onnx
+
+    moved = copy_dir(fixture_dir, tmp_path / "moved")
+    model = onnx.load(str(moved / "encoder.onnx"))
+    onnx.save_model(model, str(moved / "encoder.onnx"), save_as_external_data=True, location="weights.bin",
+                    size_threshold=0)
+    probe = onnx.load(str(moved / "encoder.onnx"), load_external_data=False)
+    for tensor in probe.graph.initializer:
+        for entry in tensor.external_data:
+            if entry.key == "location":
+                entry.value = str(tmp_path / "elsewhere.bin")
+    onnx.save_model(probe, str(moved / "encoder.onnx"))
+    ran = run_cli(["validate", moved, "--no-speed", "--no-nemo", "-q"], capsys)
+    assert ran.code == 1
+    report = json.loads((moved / "validation" / "report.json").read_text())
+    problems = " ".join(report["checks"]["contract"]["problems"])
+    assert "names external data outside the model directory" in problems and "elsewhere.bin" in problems
+    assert "missing" not in problems  # its existence was never looked up
+
+
+def test_a_directory_that_is_no_model_gets_no_report(tmp_path, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    ran = run_cli(["validate", empty, "-q"], capsys)
+    assert_one_line_error(ran, "is not a model directory")
+    assert list(empty.iterdir()) == []

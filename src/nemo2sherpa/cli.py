@@ -1,12 +1,14 @@
 """The `nemo2sherpa` command line: parses options, calls one function per command, maps errors to exit codes.
 
 Exit codes: 0 success; 1 refused or broken input, or a failed check (one line on stderr, no traceback);
-2 usage error; 130 interrupted; 143 terminated. Any other traceback is a bug in nemo2sherpa.
+2 usage error; 3 validate found no fault but could prove nothing (no NeMo reference, random weights);
+130 interrupted; 143 terminated. Any other traceback is a bug in nemo2sherpa.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import sys
@@ -41,10 +43,11 @@ def _human_count(value: int | None) -> str:
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.version_option(__version__, prog_name="nemo2sherpa")
 def cli() -> None:
-    """Convert NeMo transducer checkpoints (Parakeet TDT/RNNT) into sherpa-onnx models, validate and publish them."""
+    """Convert NeMo checkpoints (Parakeet TDT, RNNT, CTC and hybrids) into sherpa-onnx models, prove they transcribe
+    like NeMo, and publish them."""
 
 
-@cli.command()
+@cli.command(short_help="List the checkpoints nemo2sherpa knows by name.")
 @click.option("--json", "as_json", is_flag=True, help="Print the catalog as JSON.")
 def recipes(as_json: bool) -> int:
     """List the checkpoints nemo2sherpa knows by name."""
@@ -62,13 +65,14 @@ def recipes(as_json: bool) -> int:
         }
         click.echo(json.dumps(data, indent=2))
         return 0
-    header = ("recipe", "source", "params", "mels", "vocab", "decoder", "licence")
+    header = ("recipe", "source", "params", "languages", "mels", "vocab", "decoder", "licence")
     rows = [header]
     for name, r in catalog.items():
         a = r.architecture
         heads = [("TDT" if a.durations else "RNNT")] if a.pred_hidden is not None else []
         kind = "+".join(heads + (["CTC"] if a.has_ctc_head else []))
-        rows.append((name, r.repo_id or "bundled with nemo2sherpa", _human_count(r.params), str(a.mels),
+        rows.append((name, r.repo_id or "bundled with nemo2sherpa", _human_count(r.params),
+                     _languages(r.languages), str(a.mels),
                      str(a.vocab_size), kind, r.license))
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     for index, row in enumerate(rows):
@@ -76,6 +80,13 @@ def recipes(as_json: bool) -> int:
         if index == 0:
             click.echo("  ".join("-" * width for width in widths))
     return 0
+
+
+def _languages(codes: Sequence[str]) -> str:
+    """A few language codes spelled out, many counted (`recipes --json` lists them all)."""
+    if not codes:
+        return "?"
+    return ",".join(codes) if len(codes) <= 4 else f"{len(codes)} languages"
 
 
 def _precisions(value: str) -> tuple[str, ...]:
@@ -101,7 +112,7 @@ def _context(value: str | None) -> tuple[int, int] | None:
     return left, right
 
 
-@cli.command()
+@cli.command(short_help="Convert a recipe, Hugging Face repo or .nemo file into a model directory.")
 @click.argument("source")
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path),
               help="The model directory to create.")
@@ -124,10 +135,14 @@ def _context(value: str | None) -> tuple[int, int] | None:
 @click.option("--decoder", type=click.Choice([*FAMILIES, BOTH]), default=None,
               help="Which decoder to export: a hybrid TDT/RNNT-CTC model's transducer (its default), its CTC "
                    "branch, or both into one directory; a CTC model has only ctc.")
+@click.option("--license", "licence", metavar="ID",
+              help="The checkpoint's licence, recorded for publish: a Hub licence id (cc-by-4.0, apache-2.0, ...) or "
+                   "'other:NAME:URL' [default: the recipe's, none for a local file].")
 @click.option("-q", "--quiet", is_flag=True, help="No progress lines.")
 def convert(source: str, output: Path, revision: str | None, random_weights: bool, overwrite: bool,
             external_threshold: int | None, seed: int, precisions: tuple[str, ...], attention: str | None,
-            context: tuple[int, int] | None, no_optimize: bool, decoder: str | None, quiet: bool) -> int:
+            context: tuple[int, int] | None, no_optimize: bool, decoder: str | None, licence: str | None,
+            quiet: bool) -> int:
     """Convert SOURCE into a sherpa-onnx model directory.
 
     SOURCE is a recipe name (see `nemo2sherpa recipes`), a Hugging Face repo id (owner/name) or a local .nemo file.
@@ -142,7 +157,7 @@ def convert(source: str, output: Path, revision: str | None, random_weights: boo
         source=source, output=output, revision=revision, random_weights=random_weights, overwrite=overwrite,
         external_threshold=DEFAULT_EXTERNAL_THRESHOLD if external_threshold is None else external_threshold,
         seed=seed, precisions=precisions, attention=AttentionRequest(attention=attention, context=context),
-        optimize=not no_optimize, decoder=decoder,
+        optimize=not no_optimize, decoder=decoder, license=licence,
     )
     result = run_convert(options, Progress(enabled=not quiet))
     click.echo(str(result.output))
@@ -167,14 +182,16 @@ def _lengths(value: str) -> tuple[float, ...]:
     return tuple(sorted(set(lengths)))
 
 
-@cli.command()
+@cli.command(short_help="Prove a model directory transcribes like its NeMo checkpoint (CPU, CUDA).")
 @click.argument("directory", type=click.Path(path_type=Path))
+@click.argument("more_audio", nargs=-1, type=click.Path(path_type=Path), metavar="")
 @click.option("--provider", "providers", default="cpu", show_default=True, callback=lambda c, p, v: _providers(v),
               help="Where sherpa-onnx runs: cpu, cuda or cpu,cuda (CUDA is verified, never assumed).")
 @click.option("--nemo", "nemo", type=click.Path(path_type=Path),
               help="The .nemo checkpoint (default: the manifest's source when it is cached or bundled).")
 @click.option("--audio", "audio", type=click.Path(path_type=Path), multiple=True,
-              help="Audio file(s) to validate on (any sample rate and channel count). Repeatable.")
+              help="Audio files to validate on (any sample rate and channel count): --audio a.wav b.flac, "
+                   "--audio clips/*.wav, or --audio repeated.")
 @click.option("--dataset", type=click.Path(path_type=Path),
               help="JSONL with one {\"audio\": path, \"text\": optional} per line.")
 @click.option("--report-dir", type=click.Path(path_type=Path), help="Where to write the report [DIR/validation].")
@@ -183,7 +200,8 @@ def _lengths(value: str) -> tuple[float, ...]:
 @click.option("--decoder", "family", type=click.Choice(list(FAMILIES)), default=None,
               help="Which model of the directory: a hybrid converted with --decoder both has a transducer and a ctc "
                    "model [default: its first]; the report goes to validation/ or validation-<decoder>/.")
-@click.option("--threads", type=click.IntRange(min=1), default=2, show_default=True)
+@click.option("--threads", type=click.IntRange(min=1), default=2, show_default=True,
+              help="Threads for sherpa-onnx, onnxruntime and NeMo (the speed figures are per this count).")
 @click.option("--repeats", type=click.IntRange(min=1), default=3, show_default=True,
               help="Timed decodes per length (median reported, after one warm-up).")
 @click.option("--speed-lengths", default="2,5,10,30,60,120", show_default=True,
@@ -196,6 +214,8 @@ def _lengths(value: str) -> tuple[float, ...]:
               help="Transcripts: minimum share of utterances where sherpa-onnx equals NeMo.")
 @click.option("--max-wer-vs-nemo", type=click.FloatRange(min=0), default=5.0, show_default=True,
               help="Transcripts: maximum WER (%) between sherpa-onnx and NeMo.")
+@click.option("--max-wer-vs-truth", type=click.FloatRange(min=0), default=20.0, show_default=True,
+              help="Transcripts, when there is no NeMo reference: maximum WER (%) against the reference texts.")
 @click.option("--min-provider-agreement", type=click.FloatRange(0, 1), default=1.0, show_default=True,
               help="Providers: minimum share of identical CPU and CUDA transcripts.")
 @click.option("--no-long-audio", is_flag=True,
@@ -203,40 +223,53 @@ def _lengths(value: str) -> tuple[float, ...]:
 @click.option("--compare-with", type=click.Path(path_type=Path), metavar="OTHER_DIR",
               help="Another export of the same checkpoint (e.g. full attention): report WER of this one against it.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress lines.")
-def validate(directory: Path, providers: tuple[str, ...], nemo: Path | None, audio: tuple[Path, ...],
+def validate(directory: Path, more_audio: tuple[Path, ...], providers: tuple[str, ...], nemo: Path | None,
+             audio: tuple[Path, ...],
              dataset: Path | None, report_dir: Path | None, variant: str | None, family: str | None, threads: int,
              repeats: int,
              speed_lengths: tuple[float, ...], no_speed: bool, no_nemo: bool, max_encoder_diff: float,
-             min_exact_match: float, max_wer_vs_nemo: float, min_provider_agreement: float, no_long_audio: bool,
-             compare_with: Path | None, quiet: bool) -> int:
-    """Prove that a sherpa-onnx model directory transcribes like its NeMo checkpoint; exit 0 when it does.
+             min_exact_match: float, max_wer_vs_nemo: float, max_wer_vs_truth: float, min_provider_agreement: float,
+             no_long_audio: bool, compare_with: Path | None, quiet: bool) -> int:
+    """Prove that a sherpa-onnx model directory transcribes like its NeMo checkpoint.
+
+    Exit 0 when it does (PASSED), 1 when a check failed (FAILED), 3 when nothing failed but nothing could be compared
+    with NeMo either (UNPROVEN: no checkpoint or cached reference, or random weights).
 
     Checks, in order: the sherpa-onnx contract; graph fidelity against NeMo; transcripts through sherpa-onnx; the
     providers asked for; speed by audio length; an input beyond 400 s when the manifest claims one; a precision
     variant against fp32; another export (--compare-with). Works on any sherpa-onnx NeMo transducer or CTC directory,
-    with or without a manifest.
+    with or without a manifest. The longest steps are speed (--no-speed, or fewer --speed-lengths) and the long input
+    (--no-long-audio).
     """
     from nemo2sherpa.progress import Progress
     from nemo2sherpa.validate.pipeline import ValidateOptions
     from nemo2sherpa.validate.pipeline import validate as run_validate
+
+    if more_audio and not audio:
+        raise click.UsageError(f"unexpected argument {more_audio[0]}: validate takes one DIRECTORY (audio files go "
+                               "after --audio)")
+    audio = (*audio, *more_audio)  # --audio a.wav b.flac: a shell glob expands into several words
 
     options = ValidateOptions(
         directory=directory, nemo=nemo, audio=audio, dataset=dataset, providers=providers, report_dir=report_dir,
         variant=variant, family=family, threads=threads, repeats=repeats, speed_lengths=speed_lengths,
         measure_speed=not no_speed,
         use_nemo=not no_nemo, encoder_tolerance=max_encoder_diff, min_exact_match=min_exact_match,
-        max_wer_vs_nemo=max_wer_vs_nemo, min_provider_agreement=min_provider_agreement,
+        max_wer_vs_nemo=max_wer_vs_nemo, max_wer_vs_truth=max_wer_vs_truth,
+        min_provider_agreement=min_provider_agreement,
         long_audio=not no_long_audio, compare_with=compare_with,
     )
     outcome = run_validate(options, Progress(enabled=not quiet))
     for name, check in outcome.checks.items():
         detail = "; ".join(check.problems) if check.problems else (check.reason or "")
         click.echo(f"{name:15} {check.status:8} {detail}".rstrip())
-    click.echo(f"{'PASSED' if outcome.passed else 'FAILED'}: {outcome.report_dir / 'report.md'}")
-    return 0 if outcome.passed else 1
+    for item in outcome.report.get("not_proven") or []:
+        click.echo(f"not proven: {item}")
+    click.echo(f"{outcome.verdict.upper()}: {outcome.report_dir / 'report.md'}")
+    return outcome.exit_code
 
 
-@cli.command()
+@cli.command(short_help="Publish a validated model directory to Hugging Face, with its model card.")
 @click.argument("directory", type=click.Path(path_type=Path), metavar="DIR")
 @click.option("--repo-id", required=True, help="The Hugging Face model repository to publish to (owner/name); "
                                                "the card names it, so a dry run needs it too.")
@@ -249,9 +282,12 @@ def validate(directory: Path, providers: tuple[str, ...], nemo: Path | None, aud
 @click.option("--report", type=click.Path(path_type=Path), metavar="PATH",
               help="The validation report to publish [default: DIR/validation/report.json].")
 @click.option("--commit-message", help="The commit's summary line [default: names the source and the verdict].")
+@click.option("--license", "licence", metavar="ID",
+              help="The licence for the card's metadata: a Hub licence id or 'other:NAME:URL' [default: what convert "
+                   "recorded, else the recipe's]; required when neither knows one.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress lines or upload progress bars.")
 def publish(directory: Path, repo_id: str, private: bool, revision: str, dry_run: Path | None, force: bool,
-            report: Path | None, commit_message: str | None, quiet: bool) -> int:
+            report: Path | None, commit_message: str | None, licence: str | None, quiet: bool) -> int:
     """Publish the validated model directory DIR to Hugging Face, with a model card that carries its validation.
 
     The token comes from HF_TOKEN or `hf auth login`. Refused: directories without manifest.json, with random
@@ -262,7 +298,8 @@ def publish(directory: Path, repo_id: str, private: bool, revision: str, dry_run
     from nemo2sherpa.publish import publish as run_publish
 
     options = PublishOptions(directory=directory, repo_id=repo_id, private=private, revision=revision,
-                             dry_run=dry_run, force=force, report=report, commit_message=commit_message, quiet=quiet)
+                             dry_run=dry_run, force=force, report=report, commit_message=commit_message,
+                             license=licence, quiet=quiet)
     result = run_publish(options, Progress(enabled=not quiet))
     click.echo(result.location)
     return 0
@@ -279,6 +316,9 @@ def _run(argv: Sequence[str] | None) -> int:
     # Before torch loads OpenMP: spinning worker threads made small matrix products 10x slower on shared 2-core VMs
     # (measured: 16 ms vs 1.4 ms for 64x512x2048); passive waiting costs nothing measurable on dedicated cores.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    # NeMo's telemetry library warns twice whenever NeMo is imported ("OneLogger: ...", "No exporters were
+    # provided ..."), about telemetry nemo2sherpa never enables: not a line a user can act on
+    logging.getLogger("nv_one_logger").setLevel(logging.ERROR)
     signal.signal(signal.SIGTERM, _raise_terminated)
     if hasattr(signal, "SIGHUP"):  # a closed terminal or ssh session: clean up like SIGTERM
         signal.signal(signal.SIGHUP, _raise_terminated)

@@ -50,6 +50,7 @@ class ConvertOptions:
     attention: AttentionRequest = AttentionRequest()
     optimize: bool = True
     decoder: str | None = None  # a family's name, "both" (a hybrid's two branches), or None: the model's first
+    license: str | None = None  # the source's licence (a Hub licence id, or other:NAME:URL), recorded for publish
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,12 @@ def convert(options: ConvertOptions, progress: Progress | None = None) -> Conver
     started = time.perf_counter()
     with progress.stage("resolve source"):
         resolved = _resolve(options)
+    licence = options.license or (resolved.recipe.license if resolved.recipe is not None else None)
+    if licence:  # recorded for publish: the source's licence, as the user or the catalog states it
+        from nemo2sherpa.licence import parse_licence
+
+        record = parse_licence(licence).to_record()
+        resolved = dataclasses.replace(resolved, provenance={**resolved.provenance, "license": record})
     with staged_directory(options.output, overwrite=options.overwrite) as partial:
         scratch = partial / ".scratch"
         scratch.mkdir()

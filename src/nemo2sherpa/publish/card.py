@@ -33,17 +33,17 @@ from nemo2sherpa.formatting import (
     seconds,
     table_cell,
 )
+from nemo2sherpa.licence import Licence
 from nemo2sherpa.manifest import MANIFEST_NAME, Manifest
-from nemo2sherpa.publish.plan import PLOT, REPORT_JSON, REPORT_MD, VALIDATION_DIR, PublishPlan
-from nemo2sherpa.recipes import Recipe, find_recipe, recipe_for_repo
+from nemo2sherpa.publish.plan import VALIDATION_DIR, PublishPlan
+from nemo2sherpa.recipes import Recipe, recipe_of_source
+from nemo2sherpa.validation_report import PLOT, REPORT_JSON, REPORT_MD, ValidationReport
 
 PROJECT_URL = "https://github.com/nemo2sherpa/nemo2sherpa"
 SHERPA_ONNX_URL = "https://github.com/k2-fsa/sherpa-onnx"
 MIN_SHERPA_ONNX_EXTERNAL_DATA = "1.12.36"  # first sherpa-onnx that loads external weights from the model's path
 CHECK_NAMES = {"contract": "sherpa-onnx contract", "graph_fidelity": "graph fidelity", "transcripts": "transcripts",
                "providers": "providers", "speed": "speed"}
-LICENSE_URLS = {"cc-by-4.0": "https://creativecommons.org/licenses/by/4.0/",
-                "apache-2.0": "https://www.apache.org/licenses/LICENSE-2.0"}
 
 # An absolute path (POSIX or Windows) not inside a URL: reduced to its last component.
 _PATH = re.compile(r"(?<![\w.:/~-])(?:[A-Za-z]:[\\/]|/|~/)(?:[^\s/\\|`'\"()<>]+[\\/])*([^\s/\\|`'\"()<>]+)")
@@ -51,11 +51,11 @@ _PATH = re.compile(r"(?<![\w.:/~-])(?:[A-Za-z]:[\\/]|/|~/)(?:[^\s/\\|`'\"()<>]+[
 
 def render_card(plan: PublishPlan, repo_id: str, revision: str = "main") -> str:
     manifest = plan.manifest
-    recipe = source_recipe(manifest.source)
+    recipe = recipe_of_source(manifest.source)
     sections = [
-        front_matter(manifest, recipe),
+        front_matter(manifest, recipe, plan.licence),
         _title(plan, repo_id, recipe),
-        _source(manifest, recipe),
+        _source(manifest, recipe, plan.licence),
         _model(manifest),
         _files(plan),
         _usage(plan, repo_id, revision),
@@ -65,19 +65,9 @@ def render_card(plan: PublishPlan, repo_id: str, revision: str = "main") -> str:
     return "\n".join(part.rstrip("\n") + "\n" for part in sections if part)
 
 
-def source_recipe(source: dict[str, Any]) -> Recipe | None:
-    """The catalog entry behind the source: by recipe name first, then by repository."""
-    recipe = find_recipe(source["recipe"]) if source.get("recipe") else None
-    if recipe is None and source.get("repo_id"):
-        recipe = recipe_for_repo(str(source["repo_id"]))
-    return recipe
-
-
-def front_matter(manifest: Manifest, recipe: Recipe | None) -> str:
+def front_matter(manifest: Manifest, recipe: Recipe | None, licence: Licence | None) -> str:
     """The YAML block the Hub reads: licence, base model, library, task, languages, tags."""
-    metadata: dict[str, Any] = {}
-    if recipe is not None and recipe.license:
-        metadata["license"] = recipe.license.lower()
+    metadata: dict[str, Any] = dict(licence.front_matter()) if licence is not None else {}
     repo_id = manifest.source.get("repo_id")
     if repo_id:
         metadata["base_model"] = str(repo_id)
@@ -85,7 +75,9 @@ def front_matter(manifest: Manifest, recipe: Recipe | None) -> str:
     metadata["pipeline_tag"] = "automatic-speech-recognition"
     if recipe is not None and recipe.languages:
         metadata["language"] = list(recipe.languages)
-    metadata["tags"] = ["nemo", "parakeet", "tdt" if manifest.model.is_tdt else "rnnt", "onnx", "sherpa-onnx"]
+    kinds = [("tdt" if manifest.model.is_tdt else "rnnt") if name == "transducer" else name
+             for name in manifest.families]
+    metadata["tags"] = ["nemo", "parakeet", *kinds, "onnx", "sherpa-onnx"]
     return "---\n" + yaml.safe_dump(metadata, sort_keys=False, allow_unicode=True) + "---\n"
 
 
@@ -99,13 +91,16 @@ def _title(plan: PublishPlan, repo_id: str, recipe: Recipe | None) -> str:
         lines += [f"> **Not validated: published with `--force`; {_redact(plan.forced_because or '')}.** "
                   "Nothing below proves that this model transcribes like the original; see "
                   "[Validation](#validation).", ""]
-    kind = "TDT" if manifest.model.is_tdt else "RNNT"
-    lines.append(f"A NeMo FastConformer {kind} transducer ({manifest.model.model_class}) for "
+    transducer = f"{'TDT' if manifest.model.is_tdt else 'RNNT'} transducer"
+    kinds = [transducer if name == "transducer" else f"{name.upper()} model" for name in manifest.families]
+    lines.append(f"A NeMo FastConformer {' and '.join(kinds)} ({manifest.model.model_class}) for "
                  f"[sherpa-onnx]({SHERPA_ONNX_URL}): {_source_link(manifest.source)} converted to float32 ONNX by "
                  f"[nemo2sherpa]({PROJECT_URL}) {manifest.tool_version}. The weights are the checkpoint's own; only "
                  "the format changed.")
     if "Hybrid" in manifest.model.model_class:
-        lines.append("The checkpoint is a hybrid TDT/RNNT-CTC model: only its transducer branch is exported.")
+        exported = " and ".join(name.upper() if name == "ctc" else name for name in manifest.families)
+        lines.append(f"The checkpoint is a hybrid transducer-CTC model; exported here: its {exported} branch"
+                     + ("es, each with its own files." if len(manifest.families) > 1 else " only."))
     if recipe is not None and recipe.description:
         lines += ["", f"{recipe.description}."]
     return "\n".join(lines) + "\n"
@@ -122,7 +117,7 @@ def _file_name(name: Any) -> str:
     return PureWindowsPath(str(name)).name if name else "unknown"  # either separator, any OS
 
 
-def _source(manifest: Manifest, recipe: Recipe | None) -> str:
+def _source(manifest: Manifest, recipe: Recipe | None, licence: Licence | None) -> str:
     source = manifest.source
     rows: list[tuple[str, str]] = []
     kind = source.get("kind")
@@ -142,28 +137,27 @@ def _source(manifest: Manifest, recipe: Recipe | None) -> str:
         rows.append(("size", f"{exact_bytes(int(source['size']))} bytes"))
     if recipe is not None:
         rows.append(("recipe", f"`{recipe.name}` (nemo2sherpa's catalog)"))
-    rows.append(("licence", _licence(recipe)))
+    rows.append(("licence", _licence(licence)))
     lines = ["## Source", "", "| | |", "|---|---|", *[f"| {k} | {table_cell(v)} |" for k, v in rows], ""]
-    lines += _attribution(source, recipe)
+    lines += _attribution(source, licence)
     return "\n".join(lines) + "\n"
 
 
-def _licence(recipe: Recipe | None) -> str:
-    if recipe is None or not recipe.license:
-        return "not recorded by nemo2sherpa: the licence of the source checkpoint applies"
-    url = LICENSE_URLS.get(recipe.license.lower())
-    return f"[{recipe.license}]({url})" if url else recipe.license
+def _licence(licence: Licence | None) -> str:
+    if licence is None:
+        return "not recorded: published with --force; the licence of the source checkpoint applies"
+    return licence.text()
 
 
-def _attribution(source: dict[str, Any], recipe: Recipe | None) -> list[str]:
-    if recipe is None or not recipe.license:
+def _attribution(source: dict[str, Any], licence: Licence | None) -> list[str]:
+    if licence is None:
         return []
-    if recipe.license.lower().startswith("cc-by") and source.get("repo_id"):
+    if licence.id.startswith("cc-by") and source.get("repo_id"):
         owner = str(source["repo_id"]).split("/")[0]
         return [f"Attribution: this model is derived from {_source_link(source)} by {owner}, licensed under "
-                f"{_licence(recipe)}. Changes: exported to ONNX for sherpa-onnx (same weights, float32); "
+                f"{_licence(licence)}. Changes: exported to ONNX for sherpa-onnx (same weights, float32); "
                 "no endorsement by the original authors is implied.", ""]
-    return [f"Licensed under {_licence(recipe)}, as its source.", ""]
+    return [f"Licensed under {_licence(licence)}, as its source.", ""]
 
 
 def _model(manifest: Manifest) -> str:
@@ -251,13 +245,16 @@ def _validation(plan: PublishPlan) -> str:
         lines += ["**No validation report**: published with `--force`. Run `nemo2sherpa validate` on the downloaded "
                   "directory before relying on it.", ""]
         return "\n".join(lines)
-    verdict = "PASSED" if plan.validation.passed else "FAILED"
-    lines.append(f"**{verdict}**: `nemo2sherpa validate` {_redact(str(report.get('tool_version', '?')))}, "
-                 f"{_redact(str(report.get('created', '?')))}, variant `{_redact(report['variant'])}`.")
+    verdict = "PASSED" if plan.validation.passed else report.verdict.upper()
+    lines.append(f"**{verdict}**: `nemo2sherpa validate` {_redact(report.tool_version)}, "
+                 f"{_redact(report.created)}, variant `{_redact(report.variant)}`.")
     if plan.forced:
         lines.append("Published anyway, with `--force`.")
     lines += ["", f"Hardware: {_hardware(report)}.", ""]
-    audio = report.get("audio") or {}
+    audio = report.audio
+    if report.proven or report.not_proven:
+        lines += ["", *[f"- Proven: {_redact(item)}" for item in report.proven],
+                  *[f"- Not proven: {_redact(item)}" for item in report.not_proven]]
     if audio:
         lines += [f"Audio: {audio.get('utterances', NA)} utterances, {fixed(audio.get('total_seconds'), 1)} s, "
                   f"{_redact(str(audio.get('source', NA)))}; {audio.get('with_text', NA)} with reference text.", ""]
@@ -269,17 +266,17 @@ def _validation(plan: PublishPlan) -> str:
     return "\n".join(lines)
 
 
-def _check(report: dict[str, Any] | None, name: str) -> dict[str, Any]:
-    checks = (report or {}).get("checks") or {}
-    check = checks.get(name)
-    return check if isinstance(check, dict) else {}
+def _check(report: ValidationReport | None, name: str) -> dict[str, Any]:
+    """A check's record as a mapping of its figures (empty when the report lacks it)."""
+    check = report.check(name) if report is not None else None
+    return check.to_dict() if check is not None else {}
 
 
 def _ran(check: dict[str, Any]) -> bool:
     return check.get("status") in ("passed", "failed")
 
 
-def _status(report: dict[str, Any], name: str) -> str:
+def _status(report: ValidationReport, name: str) -> str:
     """A check's status as the card shows it: run or not, and why not."""
     check = _check(report, name)
     if not check:
@@ -289,8 +286,8 @@ def _status(report: dict[str, Any], name: str) -> str:
     return str(check.get("status"))
 
 
-def _checks_table(report: dict[str, Any]) -> list[str]:
-    thresholds = report.get("thresholds") or {}
+def _checks_table(report: ValidationReport) -> list[str]:
+    thresholds = report.thresholds
     lines = ["| check | status | problems |", "|---|---|---|"]
     for name, title in CHECK_NAMES.items():
         problems = "; ".join(_redact(str(p)) for p in _check(report, name).get("problems") or [])
@@ -302,11 +299,11 @@ def _checks_table(report: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _skipped_note(report: dict[str, Any], name: str) -> list[str]:
+def _skipped_note(report: ValidationReport, name: str) -> list[str]:
     return [f"{CHECK_NAMES[name].capitalize()}: {_status(report, name)}.", ""]
 
 
-def _fidelity(report: dict[str, Any]) -> list[str]:
+def _fidelity(report: ValidationReport) -> list[str]:
     check = _check(report, "graph_fidelity")
     lines = ["### Graph fidelity", ""]
     if not _ran(check):
@@ -321,7 +318,7 @@ def _fidelity(report: dict[str, Any]) -> list[str]:
     return lines + ([""] if check.get("mismatches") else [])
 
 
-def _transcripts(report: dict[str, Any]) -> list[str]:
+def _transcripts(report: ValidationReport) -> list[str]:
     check = _check(report, "transcripts")
     lines = ["### Transcripts: sherpa-onnx against NeMo", ""]
     if not _ran(check) or not check.get("providers"):
@@ -339,12 +336,12 @@ def _transcripts(report: dict[str, Any]) -> list[str]:
     return lines + [""]
 
 
-def _providers(report: dict[str, Any]) -> list[str]:
+def _providers(report: ValidationReport) -> list[str]:
     check = _check(report, "providers")
     lines = ["### Providers", ""]
     if not _ran(check):
         return lines + _skipped_note(report, "providers")
-    for provider in report.get("providers") or []:
+    for provider in report.providers:
         info = check.get(provider) or {}
         if info.get("available"):
             runtime = f" ({_redact(str(info['runtime']))})" if info.get("runtime") else ""
@@ -356,7 +353,7 @@ def _providers(report: dict[str, Any]) -> list[str]:
     return lines + [""]
 
 
-def _speed(report: dict[str, Any], has_plot: bool) -> list[str]:
+def _speed(report: ValidationReport, has_plot: bool) -> list[str]:
     check = _check(report, "speed")
     lines = ["### Speed", ""]
     buckets = check.get("buckets") or []
@@ -394,8 +391,8 @@ def _speed(report: dict[str, Any], has_plot: bool) -> list[str]:
     return lines
 
 
-def _hardware(report: dict[str, Any]) -> str:
-    env = report.get("environment") or {}
+def _hardware(report: ValidationReport) -> str:
+    env = report.environment
     cpu = f"{_redact(str(env.get('cpu') or 'unknown CPU'))} ({env.get('cores', '?')} cores)"
     gpu = env.get("gpu")
     if isinstance(gpu, dict) and gpu.get("name"):

@@ -28,6 +28,7 @@ class PublishOptions:
     force: bool = False  # publish without a passing validation report (the card says so)
     report: Path | None = None  # default: DIR/validation/report.json
     commit_message: str | None = None
+    license: str | None = None  # a Hub licence id or other:NAME:URL; default: the manifest's, else the recipe's
     quiet: bool = False  # no huggingface_hub progress bars either
     endpoint: str | None = None  # the Hub's address; None: huggingface_hub's (HF_ENDPOINT, else huggingface.co)
 
@@ -45,7 +46,7 @@ def publish(options: PublishOptions, progress: Progress | None = None) -> Publis
     progress = progress or Progress(enabled=not options.quiet)
     _check_options(options)
     with progress.stage(f"check {options.directory}"):
-        plan = plan_publish(Path(options.directory), options.report, options.force)
+        plan = plan_publish(Path(options.directory), options.report, options.force, options.license)
     if plan.forced:
         progress.note(f"WARNING: publishing without a passing validation ({plan.forced_because}); the card says so")
     card = render_card(plan, options.repo_id, options.revision)
@@ -87,7 +88,7 @@ def _commit_description(plan: PublishPlan, files: list[RepoFile]) -> str:
     lines = [f"Converted by nemo2sherpa {plan.manifest.tool_version} on {plan.manifest.created}."]
     if plan.validation.report is not None:
         lines.append(f"Validation: {'passed' if plan.validation.passed else 'FAILED'} "
-                     f"({plan.validation.report.get('created', '?')}).")
+                     f"({plan.validation.report.created}).")
     if plan.forced:
         lines.append(f"Published with --force: {plan.forced_because}.")
     lines.append(f"{len(files)} files.")

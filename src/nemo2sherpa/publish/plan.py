@@ -9,21 +9,28 @@ so what --dry-run shows is exactly what would be uploaded.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from nemo2sherpa.confinement import is_plain_file_inside
 from nemo2sherpa.errors import UserError
+from nemo2sherpa.licence import HOW, Licence, resolve_licence
 from nemo2sherpa.manifest import MANIFEST_NAME, Manifest, file_problems, read_manifest
+from nemo2sherpa.validation_report import (
+    PLOT,
+    REPORT_JSON,
+    REPORT_MD,
+    SEAL,
+    ValidationReport,
+    read_report,
+    seal_problems,
+)
 
-REPORT_FORMAT = "nemo2sherpa-validation"
-REPORT_FORMAT_VERSION = 1
 VALIDATION_DIR = "validation"
-REPORT_JSON, REPORT_MD, PLOT = "report.json", "report.md", "decode_time.png"
-VALIDATION_FILES = (REPORT_JSON, REPORT_MD, PLOT)  # what validate writes; nothing else there is published
+VALIDATION_FILES = (REPORT_JSON, REPORT_MD, PLOT, SEAL)  # what validate writes; nothing else there is published
 CARD_NAME = "README.md"
 TOKENS = "tokens.txt"
 
@@ -47,12 +54,12 @@ class Validation:
     """The validation evidence found for the directory."""
 
     report_path: Path
-    report: dict[str, Any] | None  # None: there is no report
+    report: ValidationReport | None  # None: there is no report
     files: dict[str, Path] = field(default_factory=dict)  # name under validation/ -> local file
 
     @property
     def passed(self) -> bool:
-        return self.report is not None and self.report.get("passed") is True and not failed_checks(self.report)
+        return self.report is not None and self.report.passed and not self.report.failed_checks()
 
 
 @dataclass(frozen=True)
@@ -61,6 +68,7 @@ class PublishPlan:
     manifest: Manifest
     validation: Validation
     forced_because: str | None  # why the directory goes out without a passing report (--force), else None
+    licence: Licence | None = None  # None only with --force: the card then says it was not recorded
 
     @property
     def forced(self) -> bool:
@@ -81,14 +89,8 @@ class PublishPlan:
         return [RepoFile(CARD_NAME, content=card.encode("utf-8")), *self.model_files(), *self.validation_files()]
 
 
-def failed_checks(report: dict[str, Any]) -> list[str]:
-    checks = report.get("checks")
-    if not isinstance(checks, dict):
-        return []
-    return [name for name, check in checks.items() if isinstance(check, dict) and check.get("status") == "failed"]
-
-
-def plan_publish(directory: Path, report_path: Path | None = None, force: bool = False) -> PublishPlan:
+def plan_publish(directory: Path, report_path: Path | None = None, force: bool = False,
+                 licence_option: str | None = None) -> PublishPlan:
     """Check the directory (cheap refusals first, hashes last) and find its validation evidence."""
     directory = Path(directory).expanduser()
     if not directory.exists():
@@ -104,6 +106,10 @@ def plan_publish(directory: Path, report_path: Path | None = None, force: bool =
         raise UserError.about(directory / MANIFEST_NAME, "records random weights (--random-weights): an architecture "
                                                          "stand-in that transcribes nothing is never published")
     _check_names(directory, manifest)
+    linked = [name for name in [MANIFEST_NAME, *manifest.files] if not is_plain_file_inside(directory, name)]
+    if linked:
+        raise UserError.about(directory, f"{', '.join(linked)}: a link or not a regular file; publish uploads only "
+                                         "regular files inside the model directory")
     problems = file_problems(directory, manifest.files)
     if problems:
         raise UserError.about(directory, f"no longer matches its {MANIFEST_NAME}: {'; '.join(problems)}")
@@ -113,7 +119,20 @@ def plan_publish(directory: Path, report_path: Path | None = None, force: bool =
         raise UserError.about(validation.report_path,
                               f"{forced_because}; run `nemo2sherpa validate {directory}` (or pass --force to publish "
                               "it unvalidated, which the card states)")
-    return PublishPlan(directory=directory, manifest=manifest, validation=validation, forced_because=forced_because)
+    licence = _licence(directory, manifest, licence_option, force)
+    return PublishPlan(directory=directory, manifest=manifest, validation=validation, forced_because=forced_because,
+                       licence=licence)
+
+
+def _licence(directory: Path, manifest: Manifest, option: str | None, force: bool) -> Licence | None:
+    from nemo2sherpa.recipes import recipe_of_source
+
+    recipe = recipe_of_source(manifest.source)
+    licence = resolve_licence(option, manifest.source, recipe.license if recipe is not None else None)
+    if licence is None and not force:
+        raise UserError.about(directory / MANIFEST_NAME, f"records no licence for its source (a local checkpoint): "
+                                                         f"give {HOW}")
+    return licence
 
 
 def _check_names(directory: Path, manifest: Manifest) -> None:
@@ -132,8 +151,9 @@ def _unvalidated_because(validation: Validation) -> str | None:
         return "there is no validation report"
     if validation.passed:
         return None
-    failed = failed_checks(report)
-    return f"the validation failed ({', '.join(failed) or 'passed is not true'})"
+    if report.verdict == "unproven":
+        return "the validation proved nothing about fidelity to the checkpoint (verdict unproven)"
+    return f"the validation failed ({', '.join(report.failed_checks()) or 'passed is not true'})"
 
 
 def find_validation(directory: Path, manifest: Manifest, report_path: Path | None) -> Validation:
@@ -144,53 +164,34 @@ def find_validation(directory: Path, manifest: Manifest, report_path: Path | Non
             raise UserError.about(path, "no such validation report")
         return Validation(report_path=path, report=None)
     _check_correspondence(path, report, directory, manifest)
+    changed = seal_problems(path, report)
+    if changed:
+        raise UserError.about(path.parent, f"{'; '.join(changed)}; run `nemo2sherpa validate {directory}` again")
     files = {name: path.parent / name for name in VALIDATION_FILES if (path.parent / name).is_file()}
     files[REPORT_JSON] = path  # --report may name it differently
     return Validation(report_path=path, report=report, files=dict(sorted(files.items())))
 
 
-def read_report(path: Path) -> dict[str, Any] | None:
-    """The parsed report, None when there is none, UserError when it is not a nemo2sherpa validation report."""
-    if not path.exists():
-        return None
-    if not path.is_file():
-        raise UserError.about(path, "is not a file")
-    try:
-        report = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise UserError.about(path, f"is not valid JSON ({exc})") from None
-    if not isinstance(report, dict) or report.get("format") != REPORT_FORMAT:
-        raise UserError.about(path, "is not a nemo2sherpa validation report")
-    if report.get("format_version") != REPORT_FORMAT_VERSION:
-        raise UserError.about(path, f"has format_version {report.get('format_version')!r}; this nemo2sherpa reads "
-                                    f"{REPORT_FORMAT_VERSION}")
-    for key, kind in (("passed", bool), ("checks", dict), ("files", dict), ("model_dir", str), ("variant", str)):
-        if not isinstance(report.get(key), kind):
-            raise UserError.about(path, f"is malformed ({key!r} missing or not a {kind.__name__})")
-    return report
-
-
-def _check_correspondence(path: Path, report: dict[str, Any], directory: Path, manifest: Manifest) -> None:
+def _check_correspondence(path: Path, report: ValidationReport, directory: Path, manifest: Manifest) -> None:
     """A report is evidence only for the directory it was written for: same name, variant, files and source."""
     name = directory.resolve().name
-    if report["model_dir"] != name:
-        raise UserError.about(path, f"was written for model directory {report['model_dir']!r}, not {name!r}; "
+    if report.model_dir != name:
+        raise UserError.about(path, f"was written for model directory {report.model_dir!r}, not {name!r}; "
                                     "validate this directory")
-    family = report.get("family") or manifest.default_family  # reports before families were transducers
+    family = report.family or manifest.default_family  # reports before families were transducers
     if family not in manifest.families:
         raise UserError.about(path, f"validated a {family} model, which {MANIFEST_NAME} does not have "
                                     f"(it has {', '.join(manifest.families)})")
     variants = manifest.family(family).variants
-    variant = variants.get(report["variant"])
+    variant = variants.get(report.variant)
     if variant is None:
-        raise UserError.about(path, f"validated variant {report['variant']!r}, which {MANIFEST_NAME} does not have "
+        raise UserError.about(path, f"validated variant {report.variant!r}, which {MANIFEST_NAME} does not have "
                                     f"(it has {', '.join(sorted(variants))})")
     expected = {**variant.graph_files(), "tokens": TOKENS}
-    if report["files"] != expected:
-        raise UserError.about(path, f"validated files {_show(report['files'])}, but variant {report['variant']} of "
+    if report.files != expected:
+        raise UserError.about(path, f"validated files {_show(report.files)}, but variant {report.variant} of "
                                     f"this directory is {_show(expected)}")
-    model = report.get("model")
-    source = model.get("source") if isinstance(model, dict) else None
+    source = report.model.get("source")
     if source != manifest.source:
         ours, theirs = manifest.source.get("sha256"), (source or {}).get("sha256")
         detail = f"checkpoint sha256 {theirs}, this directory's is {ours}" if theirs and ours and theirs != ours \

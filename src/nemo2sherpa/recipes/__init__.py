@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
+from typing import Any, Mapping
 
 from nemo2sherpa.errors import UserError
 from nemo2sherpa.facts import Architecture
@@ -103,3 +104,11 @@ def recipe_for_repo(repo_id: str) -> Recipe | None:
         if recipe.repo_id and recipe.repo_id.lower() == repo_id.lower():
             return recipe
     return None
+
+
+def recipe_of_source(source: Mapping[str, Any]) -> Recipe | None:
+    """The catalog entry behind a manifest's source: by recipe name first, then by repository."""
+    recipe = find_recipe(str(source["recipe"])) if source.get("recipe") else None
+    if recipe is None and source.get("repo_id"):
+        recipe = recipe_for_repo(str(source["repo_id"]))
+    return recipe

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
+from nemo2sherpa.confinement import outside_reason
 from nemo2sherpa.errors import UserError
 from nemo2sherpa.families import ModelSpec
 from nemo2sherpa.families.common import SHERPA_NORMALIZE_TYPES, dims, int_metadata
@@ -40,6 +41,10 @@ def external_data_problems(graph, directory: Path, name: str) -> list[str]:
             continue
         info = ExternalDataInfo(tensor)
         location = directory / info.location
+        outside = outside_reason(directory, info.location)
+        if outside:  # never stat it: its existence and size are nobody's business
+            problems.append(f"{name} names external data outside the model directory: {outside}")
+            break
         if info.location not in sizes:
             if not location.is_file():
                 problems.append(f"{name} needs {info.location}, which is missing")

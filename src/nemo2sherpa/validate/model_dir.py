@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from nemo2sherpa.confinement import outside_reason
 from nemo2sherpa.errors import UserError
 from nemo2sherpa.families import FAMILIES, Family, family_named, family_of_files
 from nemo2sherpa.manifest import Manifest, read_manifest
@@ -34,6 +35,9 @@ def open_model_dir(directory: Path, variant: str | None = None, family: str | No
     if not directory.is_dir():
         raise UserError.about(directory, "is not a directory")
     manifest = read_manifest(directory)
+    if manifest is None and not _looks_like_a_model(directory):
+        raise UserError.about(directory, "is not a model directory: no manifest.json, no tokens.txt and no .onnx "
+                                         "file (nothing is written into it)")
     chosen = _family(directory, manifest, family, variant)
     if manifest is not None:
         record = manifest.family(chosen.name)
@@ -51,9 +55,19 @@ def open_model_dir(directory: Path, variant: str | None = None, family: str | No
         if variant not in ("fp32", "int8", "fp16"):
             raise UserError.about(directory, f"has no {variant!r} variant")
         names = chosen.files(variant)
+    for name in [*(names[role.name] for role in chosen.roles), "tokens.txt"]:
+        reason = outside_reason(directory, name)
+        if reason:
+            raise UserError.about(directory, f"{reason}; validate reads only files inside the model directory")
     graphs = {role.name: directory / names[role.name] for role in chosen.roles}
     return ModelDir(directory=directory, family=chosen, variant=variant, graphs=graphs,
                     tokens=directory / "tokens.txt", manifest=manifest)
+
+
+def _looks_like_a_model(directory: Path) -> bool:
+    """Someone else's export is recognised by its vocabulary or any ONNX graph; an empty or unrelated directory is
+    not, so that validate never writes a report into it."""
+    return (directory / "tokens.txt").exists() or any(path.suffix == ".onnx" for path in directory.iterdir())
 
 
 def _family(directory: Path, manifest: Manifest | None, name: str | None, variant: str | None) -> Family:

@@ -9,22 +9,23 @@ from pathlib import Path
 from typing import Any
 
 from nemo2sherpa.formatting import compact, gigabytes, percent, rate
-
-FORMAT = "nemo2sherpa-validation"
-FORMAT_VERSION = 1
-REPORT_JSON, REPORT_MD, PLOT = "report.json", "report.md", "decode_time.png"
-CHECK_ORDER = ("contract", "graph_fidelity", "transcripts", "providers", "speed", "precision", "long_audio",
-               "attention")
+from nemo2sherpa.hashing import sha256_file
+from nemo2sherpa.validation_report import CHECK_ORDER, PLOT, REPORT_JSON, REPORT_MD, SEAL
 
 
 def write_report(report: dict[str, Any], directory: Path) -> list[Path]:
-    """Write the three files atomically each (readers never see a half-written report)."""
+    """Write the files atomically each (readers never see a half-written report): report.md and the plot, then
+    report.json recording their hashes, then report.json's own hash beside it (what publish checks)."""
     directory.mkdir(parents=True, exist_ok=True)
-    written = [_atomic_write(directory / REPORT_JSON, json.dumps(report, indent=2) + "\n"),
-               _atomic_write(directory / REPORT_MD, render_markdown(report))]
+    written = [_atomic_write(directory / REPORT_MD, render_markdown(report))]
     plot = plot_decode_times(report, directory / PLOT)
     if plot:
         written.append(plot)
+    else:
+        (directory / PLOT).unlink(missing_ok=True)  # a plot of an earlier run must not pass for this one's
+    report["artifacts"] = {path.name: sha256_file(path) for path in written}
+    written.insert(0, _atomic_write(directory / REPORT_JSON, json.dumps(report, indent=2) + "\n"))
+    written.append(_atomic_write(directory / SEAL, f"{sha256_file(written[0])}  {REPORT_JSON}\n"))
     return written
 
 
@@ -71,8 +72,8 @@ def _cuda_evidence_lines(evidence: dict[str, Any] | None) -> list[str]:
 def render_markdown(report: dict[str, Any]) -> str:
     checks = report["checks"]
     lines = [f"# Validation of `{report['model_dir']}` ({report['variant']})", ""]
-    verdict = "PASSED" if report["passed"] else "FAILED"
-    lines += [f"**{verdict}** - nemo2sherpa {report['tool_version']}, {report['created']}", ""]
+    lines += [f"**{report['verdict'].upper()}** - nemo2sherpa {report['tool_version']}, {report['created']}", ""]
+    lines += verdict_lines(report)
     env = report.get("environment", {})
     gpu = env.get("gpu")
     hardware = f"{env.get('cpu', '?')} ({env.get('cores', '?')} cores)" + (f"; GPU {gpu['name']}" if gpu else "")
@@ -147,6 +148,10 @@ def render_markdown(report: dict[str, Any]) -> str:
                 cells.append(compact(bucket.get("cuda_speedup"), 2))
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
+        nemo = speed.get("nemo_decode_seconds") or {}
+        if nemo:
+            lines.append("NeMo (PyTorch, CPU, the same threads, one run each after a warm-up): "
+                         + ", ".join(f"{length} s in {compact(t, 3)} s" for length, t in nemo.items()) + ".")
         loads = ", ".join(f"{p} {compact(s, 2)} s" for p, s in speed.get("load_seconds", {}).items())
         lines.append(f"Model load: {loads}.")
         memory = ", ".join(f"{p} {gigabytes(b)}" for p, b in (speed.get("peak_rss_bytes") or {}).items() if b)
@@ -228,16 +233,25 @@ def plot_decode_times(report: dict[str, Any], path: Path) -> Path | None:
     import matplotlib.pyplot as plt
 
     figure, axis = plt.subplots(figsize=(6.4, 4.0), dpi=100)
-    for provider, marker in (("cpu", "o"), ("cuda", "s")):
-        points = [(b["seconds"], b[provider]["decode_seconds"]) for b in speed["buckets"] if provider in b]
+    lines = {f"sherpa-onnx {p.upper()}": [(b["seconds"], b[p]["decode_seconds"]) for b in speed["buckets"] if p in b]
+             for p in ("cpu", "cuda")}
+    lines["NeMo PyTorch CPU"] = [(float(s), t) for s, t in (speed.get("nemo_decode_seconds") or {}).items()]
+    for (label, points), marker in zip(lines.items(), ("o", "s", "^")):
         if points:
             xs, ys = zip(*points)
-            axis.plot(xs, ys, marker=marker, label=provider.upper())
+            axis.plot(xs, ys, marker=marker, label=label)
+    axis.set_xscale("log")
+    axis.set_yscale("log")  # lengths span 2 s to minutes: on log axes equal real-time factors are parallel lines
+    from matplotlib.ticker import FixedLocator, NullFormatter, StrMethodFormatter
+
+    axis.xaxis.set_major_locator(FixedLocator([b["seconds"] for b in speed["buckets"]]))
+    axis.xaxis.set_major_formatter(StrMethodFormatter("{x:g}"))
+    axis.xaxis.set_minor_formatter(NullFormatter())
     if speed.get("break_even_seconds"):
         axis.axvline(speed["break_even_seconds"], color="grey", linestyle=":", label="break-even")
     axis.set_xlabel("audio length (s)")
     axis.set_ylabel("decode time (s)")
-    axis.set_title(f"{report['model_dir']} ({report['variant']}): sherpa-onnx decode time")
+    axis.set_title(f"{report['model_dir']} ({report['variant']}): decode time by audio length")
     axis.grid(True, alpha=0.3)
     axis.legend()
     figure.tight_layout()
@@ -247,3 +261,13 @@ def plot_decode_times(report: dict[str, Any], path: Path) -> Path | None:
     os.chmod(temporary, 0o644)
     os.replace(temporary, path)
     return path
+
+
+def verdict_lines(report: dict[str, Any]) -> list[str]:
+    """What the run proved and what it could not, in words: the first thing a reader of the report needs."""
+    lines = []
+    if report.get("proven"):
+        lines += ["Proven:", "", *[f"- {item}" for item in report["proven"]], ""]
+    if report.get("not_proven"):
+        lines += ["Not proven:", "", *[f"- {item}" for item in report["not_proven"]], ""]
+    return lines

@@ -25,15 +25,16 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
 from nemo2sherpa.validate.audio import Clip
+
+PROGRESS_EVERY_SECONDS = 5.0
 
 
 @dataclass
@@ -54,6 +55,7 @@ class SherpaRequest:
     memory_limit_bytes: int | None = None  # the child's address-space limit
     encoder_only: bool = False  # run the encoder graph on random features instead (random-weight benchmarks)
     audio: str = ""  # npz with one array per clip name
+    progress: str = ""  # a file the child appends one JSON line to after each decode (read by the parent)
 
     @classmethod
     def for_model(cls, model, **settings: Any) -> "SherpaRequest":
@@ -82,13 +84,15 @@ class SherpaRun:
         return statistics.median(values) if values else None
 
 
-def run_sherpa(request: SherpaRequest, clips: dict[str, Clip | np.ndarray], timeout: float = 3600) -> SherpaRun:
+def run_sherpa(request: SherpaRequest, clips: dict[str, Clip | np.ndarray], timeout: float = 3600,
+               on_progress: Callable[[dict[str, Any]], None] | None = None) -> SherpaRun:
     """Run the child and return what it measured; a crash, an exit() of sherpa-onnx, the memory limit or the timeout
-    becomes ok=False with the reason."""
+    becomes ok=False with the reason. `on_progress` gets each decode's progress line as the child writes it."""
     with tempfile.TemporaryDirectory(prefix="nemo2sherpa-sherpa-") as scratch:
         audio = Path(scratch) / "clips.npz"
         np.savez(audio, **{name: getattr(clip, "audio", clip) for name, clip in clips.items()})
         request.audio = str(audio)
+        request.progress = str(Path(scratch) / "progress.jsonl")
         request_path, result_path = Path(scratch) / "request.json", Path(scratch) / "result.json"
         request_path.write_text(json.dumps(asdict(request)))
         env = dict(os.environ)
@@ -96,22 +100,11 @@ def run_sherpa(request: SherpaRequest, clips: dict[str, Clip | np.ndarray], time
         with open(Path(scratch) / "stderr.txt", "w+") as stderr:
             process = subprocess.Popen([sys.executable, "-m", __name__, str(request_path), str(result_path)],
                                        stdout=subprocess.DEVNULL, stderr=stderr, env=env)
-            timed_out = threading.Event()
-
-            def kill() -> None:
-                timed_out.set()
-                process.kill()
-
-            timer = threading.Timer(timeout, kill)
-            timer.start()
-            try:
-                _, status, usage = os.wait4(process.pid, 0)
-            finally:
-                timer.cancel()
+            status, usage, timed_out = _wait(process, timeout, Path(request.progress), on_progress)
             process.returncode = os.waitstatus_to_exitcode(status)
             stderr.seek(0)
             log = stderr.read()
-        if timed_out.is_set():
+        if timed_out:
             return SherpaRun(provider=request.provider, ok=False, log=log,
                              error=f"sherpa-onnx did not finish in {timeout:.0f} s")
         if result_path.exists():
@@ -125,6 +118,30 @@ def run_sherpa(request: SherpaRequest, clips: dict[str, Clip | np.ndarray], time
         f"sherpa-onnx exited with code {process.returncode}"
     return SherpaRun(provider=request.provider, ok=False, log=log, peak_rss_bytes=int(usage.ru_maxrss) * 1024,
                      error=f"{why}: {tail}")
+
+
+def _wait(process: subprocess.Popen, timeout: float, progress_file: Path,
+          on_progress: Callable[[dict[str, Any]], None] | None) -> tuple[int, Any, bool]:
+    """Wait for the child (its exit status and resource usage), relaying its progress lines; kill it at the
+    timeout."""
+    deadline = time.monotonic() + timeout
+    offset = 0
+    while True:
+        pid, status, usage = os.wait4(process.pid, os.WNOHANG)
+        if on_progress is not None and progress_file.exists():
+            with open(progress_file, encoding="utf-8") as lines:
+                lines.seek(offset)
+                for line in lines:
+                    if line.endswith("\n"):
+                        on_progress(json.loads(line))
+                offset = lines.tell()
+        if pid:
+            return status, usage, False
+        if time.monotonic() > deadline:
+            process.kill()
+            _, status, usage = os.wait4(process.pid, 0)
+            return status, usage, True
+        time.sleep(0.2)
 
 
 @dataclass
@@ -182,8 +199,32 @@ def run_on_providers(model, clips: list[Clip], buckets: dict[str, Clip], provide
             runs[provider] = run_sherpa(request, audio)
         else:
             with progress.stage(what):
-                runs[provider] = run_sherpa(request, audio)
+                runs[provider] = run_sherpa(request, audio, on_progress=progress_relay(progress))
     return runs
+
+
+def progress_relay(progress) -> Callable[[dict[str, Any]], None]:
+    """Turn the child's progress lines into lines on the terminal, at most one every few seconds, with the time
+    left estimated from the audio decoded since the first line (the decodes differ in length, so counts alone would
+    mislead; the model's load time is left out)."""
+    first: dict[str, float] = {}
+    last = [0.0]
+
+    def relay(line: dict[str, Any]) -> None:
+        now = time.monotonic()
+        if not first:
+            first.update(time=now, seconds=line["audio_seconds_done"])
+        finished = line["done"] == line["total"]
+        if now - last[0] < PROGRESS_EVERY_SECONDS and not finished:
+            return
+        last[0] = now
+        rate = (line["audio_seconds_done"] - first["seconds"]) / max(now - first["time"], 1e-9)
+        remaining = line["audio_seconds_total"] - line["audio_seconds_done"]
+        left = f", about {remaining / rate:.0f} s left" if rate > 0 and not finished else ""
+        progress.note(f"   {line['done']}/{line['total']} decodes ({line['what']} {line['clip']}), "
+                      f"{line['audio_seconds_done']:.0f} of {line['audio_seconds_total']:.0f} s of audio{left}")
+
+    return relay
 
 
 # ------------------------------------------------------------------------------------------------ child side
@@ -247,6 +288,8 @@ def _decode_all(request: SherpaRequest, run: SherpaRun, ort_runtime) -> None:
     with np.load(request.audio) as data:
         audio = {name: data[name] for name in data.files}
 
+    report = _progress_writer(request, audio)
+
     def decode(samples: np.ndarray):
         stream = recognizer.create_stream()
         stream.accept_waveform(request.sample_rate, samples)
@@ -259,17 +302,40 @@ def _decode_all(request: SherpaRequest, run: SherpaRun, ort_runtime) -> None:
         run.transcripts[name] = {"text": result.text, "tokens": list(result.tokens),
                                  "timestamps": [round(t, 3) for t in result.timestamps],
                                  "decode_seconds": round(time.perf_counter() - start, 3)}
+        report(name, "transcribed")
     for name in request.speed:
         for _ in range(request.warmup):
             decode(audio[name])
+            report(name, "warm-up")
         times = []
         for _ in range(request.repeats):
             start = time.perf_counter()
             decode(audio[name])
             times.append(round(time.perf_counter() - start, 5))
+            report(name, "timed")
         run.timings[name] = times
     # onnxruntime maps its CUDA provider library only when a CUDA session is created: checked after the decodes
     run.runtime.update(ort_runtime.provider_evidence())
+
+
+def _progress_writer(request: SherpaRequest, audio: dict[str, np.ndarray]) -> Callable[[str, str], None]:
+    """report(clip, what) after each decode: how many of all the decodes asked for are done, and how much audio."""
+    plan = [request.transcribe, *[[name] * (request.warmup + request.repeats) for name in request.speed]]
+    total = sum(len(names) for names in plan)
+    total_seconds = sum(audio[name].size for names in plan for name in names) / request.sample_rate
+    done = {"decodes": 0, "seconds": 0.0}
+
+    def report(name: str, what: str) -> None:
+        done["decodes"] += 1
+        done["seconds"] += audio[name].size / request.sample_rate
+        if not request.progress:
+            return
+        line = {"done": done["decodes"], "total": total, "clip": name, "what": what,
+                "audio_seconds_done": round(done["seconds"], 2), "audio_seconds_total": round(total_seconds, 2)}
+        with open(request.progress, "a", encoding="utf-8") as stream:
+            stream.write(json.dumps(line) + "\n")
+
+    return report
 
 
 def _encoder_only(request: SherpaRequest, run: SherpaRun) -> None:

@@ -15,6 +15,9 @@ from nemo2sherpa.validate.results import CheckResult
 
 DEFAULT_MIN_EXACT_MATCH = 0.9
 DEFAULT_MAX_WER_VS_NEMO = 5.0  # percent
+# Used only when there is no NeMo reference: the reference texts are then the only evidence that the directory's
+# graphs and vocabulary belong together (a foreign joiner or swapped tokens read as 90-100% WER)
+DEFAULT_MAX_WER_VS_TRUTH = 20.0  # percent
 
 
 def normalize_for_wer(text: str) -> str:
@@ -65,8 +68,11 @@ class TranscriptRow:
 
 def evaluate(rows: list[TranscriptRow], providers: Sequence[str], min_exact_match: float,
              max_wer_vs_nemo: float, reference_kind: str | None,
-             explain: Callable[[str, str], str | None] | None = None) -> CheckResult:
-    """`explain(nemo_text, sherpa_text)`: the model family's known cause of such a difference, or None."""
+             explain: Callable[[str, str], str | None] | None = None,
+             max_wer_vs_truth: float | None = DEFAULT_MAX_WER_VS_TRUTH) -> CheckResult:
+    """`explain(nemo_text, sherpa_text)`: the model family's known cause of such a difference, or None.
+    `max_wer_vs_truth`: the WER against the reference texts that fails the check when no NeMo reference exists
+    (None: texts are reported, not judged, as for a model with random weights)."""
     check = CheckResult("transcripts")
     with_nemo = [r for r in rows if r.nemo is not None]
     with_truth = [r for r in rows if r.truth]
@@ -91,8 +97,13 @@ def evaluate(rows: list[TranscriptRow], providers: Sequence[str], min_exact_matc
             if wer is not None and wer > max_wer_vs_nemo:
                 check.fail(f"{provider}: WER between sherpa-onnx and NeMo is {wer:.2f}% (maximum {max_wer_vs_nemo}%)")
         if with_truth:
-            figures["wer_vs_truth_percent"] = corpus_wer([r.truth or "" for r in with_truth],
-                                                         [r.sherpa[provider] for r in with_truth], normalize=True)
+            truth_wer = corpus_wer([r.truth or "" for r in with_truth], [r.sherpa[provider] for r in with_truth],
+                                   normalize=True)
+            figures["wer_vs_truth_percent"] = truth_wer
+            if not with_nemo and max_wer_vs_truth is not None and truth_wer is not None \
+                    and truth_wer > max_wer_vs_truth:
+                check.fail(f"{provider}: with no NeMo reference, transcripts are judged against the reference texts: "
+                           f"WER {truth_wer:.1f}% (maximum {max_wer_vs_truth:g}%)")
         per_provider[provider] = figures
     check.details["reference"] = reference_kind
     check.details["providers"] = per_provider
@@ -106,4 +117,9 @@ def evaluate(rows: list[TranscriptRow], providers: Sequence[str], min_exact_matc
     ]
     if not with_nemo and not with_truth:
         check.reason = "no NeMo reference and no reference texts: transcripts are listed, not judged"
+    elif not with_nemo and max_wer_vs_truth is not None:
+        check.details["judged_against"] = "reference texts (no NeMo reference)"
+        check.details["max_wer_vs_truth_percent"] = max_wer_vs_truth
+    elif not with_nemo:
+        check.reason = "random weights: transcripts are listed, not judged"
     return check

@@ -1,0 +1,72 @@
+"""The verdict of a validation: passed only when something proved the export faithful to its checkpoint.
+
+Checks that merely did not fail prove nothing: a directory with no manifest, no NeMo and no cached reference, or one
+with random weights, runs every stage without finding a fault because nothing was there to compare with. Such a run
+is "unproven" (exit 3), never "passed"; what was and was not established is said in words, in the report's first
+lines and on the command line.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from nemo2sherpa.validate.results import FAILED, PASSED, CheckResult
+
+PASSED_VERDICT, FAILED_VERDICT, UNPROVEN_VERDICT = "passed", "failed", "unproven"
+EXIT_CODES = {PASSED_VERDICT: 0, FAILED_VERDICT: 1, UNPROVEN_VERDICT: 3}
+
+
+@dataclass
+class Verdict:
+    verdict: str
+    proven: list[str] = field(default_factory=list)
+    not_proven: list[str] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_CODES[self.verdict]
+
+
+def judge(checks: dict[str, CheckResult], random_weights: bool = False) -> Verdict:
+    """Failed when a check failed; passed when graph fidelity or sherpa-onnx's transcripts were compared with NeMo
+    and held; unproven otherwise."""
+    proven: list[str] = []
+    missing: list[str] = []
+    contract = checks.get("contract")
+    if contract is not None and contract.status == PASSED:
+        proven.append("the files meet sherpa-onnx's contract (names, inputs, outputs, metadata, vocabulary)")
+    fidelity = checks.get("graph_fidelity")
+    if fidelity is not None and fidelity.status == PASSED:
+        d = fidelity.details
+        proven.append(f"the graphs' token ids equal NeMo's greedy decode on {d.get('utterances', '?')} clips "
+                      f"(encoder output within {d.get('encoder_max_abs_diff', 0):.2g} of NeMo's)")
+    elif fidelity is not None and fidelity.status != FAILED:
+        missing.append(f"graph fidelity to NeMo: {fidelity.reason or 'not compared'}")
+    transcripts = checks.get("transcripts")
+    compared_with_nemo = False
+    if transcripts is not None and transcripts.status == PASSED:
+        providers = transcripts.details.get("providers") or {}
+        for provider, figures in providers.items():
+            if figures.get("exact_match_rate") is not None:
+                compared_with_nemo = True
+                proven.append(f"sherpa-onnx on {provider} transcribes like NeMo: identical text on "
+                              f"{100 * figures['exact_match_rate']:.0f}% of clips, WER between them "
+                              f"{figures.get('wer_vs_nemo_percent')}%")
+            elif figures.get("wer_vs_truth_percent") is not None and \
+                    transcripts.details.get("judged_against"):
+                proven.append(f"sherpa-onnx on {provider} transcribes the reference texts at WER "
+                              f"{figures['wer_vs_truth_percent']}% (no NeMo reference to compare with)")
+        if not compared_with_nemo:
+            missing.append("sherpa-onnx's transcripts against NeMo's: no NeMo reference")
+    if random_weights:
+        missing.insert(0, "anything about text: the directory holds random weights (--random-weights), an "
+                          "architecture stand-in")
+    failed = [name for name, check in checks.items() if check.status == FAILED]
+    faithful = (fidelity is not None and fidelity.status == PASSED) or compared_with_nemo
+    if failed:
+        verdict = FAILED_VERDICT
+    elif faithful and not random_weights:
+        verdict = PASSED_VERDICT
+    else:
+        verdict = UNPROVEN_VERDICT
+    return Verdict(verdict=verdict, proven=proven, not_proven=missing)
