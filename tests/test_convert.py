@@ -116,7 +116,7 @@ def test_vocabulary_lists_left_out_of_the_config_are_rebuilt_by_nemo(checkpoints
     """loading drops the saved token lists before NeMo builds the model (they cost seconds of copying for an
     8192-token vocabulary); NeMo's constructor must put them back from the tokenizer, identical."""
     from nemo2sherpa.checkpoint.archive import CONFIG_NAME, NemoArchive
-    from nemo2sherpa.checkpoint.config import parse_config
+    from nemo2sherpa.checkpoint.config_reading import parse_config
     from nemo2sherpa.checkpoint.loading import load_from_archive, localise_tokenizer, tokenizer_pieces
 
     path = checkpoints["hybrid-tdt-80"].checkpoint

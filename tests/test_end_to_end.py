@@ -61,3 +61,16 @@ def test_quiet_means_quiet(tmp_path):
     ran = run_process(["validate", out, "--no-speed", "--no-long-audio", "-q"])
     assert ran.code == 0 and ran.err == "", ran.err
     assert ran.out.splitlines()[-1].startswith("PASSED: ")
+
+
+def test_validate_takes_a_list_of_precisions_like_convert(tmp_path, capsys):
+    directory = tmp_path / "tiny"
+    ran = run_cli(["convert", "tiny-tdt-en", "-o", directory, "--precision", "fp32,int8,fp16", "-q"], capsys)
+    assert ran.code == 0, ran.err
+    ran = run_cli(["validate", directory, "--precision", "int8,fp16", "--no-speed", "--no-long-audio", "-q"], capsys)
+    assert ran.code == 0, ran.out
+    first = json.loads((directory / "validation" / "report.json").read_text())
+    second = json.loads((directory / "validation-fp16" / "report.json").read_text())
+    assert (first["variant"], second["variant"]) == ("int8", "fp16")
+    assert second["checks"]["precision"]["reference"] == "fp32"
+    assert ran.out.count("PASSED: ") == 2

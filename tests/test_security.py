@@ -5,7 +5,8 @@ Proven here, with crafted checkpoints:
   backslash names, duplicates) refuses the whole checkpoint before anything is read;
 - no code from the checkpoint runs: a model_weights.ckpt whose unpickling would create a marker file is refused
   (zip and legacy pickle formats, and with TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1 in the environment), and a config
-  _target_ that names NeMo's path but not NeMo's code ('nemo....os.system') is refused, marker absent;
+  _target_ that names NeMo's path but not NeMo's code ('nemo....os.system') is refused, marker absent (the full
+  allow-list of config classes is proven in test_hostile_inputs.py);
 - broken inputs not covered by test_convert_refusals.py end in one line naming the file, exit 1, nothing left;
 - gzip-compressed checkpoints convert exactly like plain ones, and truncated ones are refused.
 """
@@ -245,7 +246,7 @@ def test_vet_checkpoint_refuses_what_convert_refuses(base, tmp_path):
         vet_checkpoint(linked)
     sneaky = edit_config(base, tmp_path / "sneaky.nemo", lambda config: config.update(
         spec_augment={"_target_": "nemo.collections.asr.models.rnnt_models.os.system", "_args_": ["true"]}))
-    with pytest.raises(UserError, match="not NeMo's own code"):
+    with pytest.raises(UserError, match="spec_augment._target_ names .* not a class nemo2sherpa lets NeMo build"):
         vet_checkpoint(sneaky)
 
 
@@ -286,8 +287,8 @@ def edit_config(base: Path, target: Path, edit) -> Path:
 
 @pytest.mark.nemo
 def test_a_target_that_names_nemos_path_but_not_nemos_code_is_refused(base, tmp_path, capsys):
-    """'nemo.<module>.os.system' passes a check of the name (it starts with 'nemo.'): Hydra would import the NeMo
-    module, then take its 'os' attribute. What is refused is the object: os.system is not defined in NeMo."""
+    """'nemo.<module>.os.system' starts with 'nemo.': Hydra would import the NeMo module, then take its 'os'
+    attribute. It is not on the allow-list of classes NeMo builds for spec_augment, so it is refused by name."""
     marker = tmp_path / "MARKER"
 
     def edit(config):
@@ -296,14 +297,16 @@ def test_a_target_that_names_nemos_path_but_not_nemos_code_is_refused(base, tmp_
 
     evil = edit_config(base, tmp_path / "target.nemo", edit)
     ran = run_cli(["convert", evil, "-o", tmp_path / "out", "-q"], capsys)
-    assert_one_line_error(ran, "target.nemo", "spec_augment._target_", "not NeMo's own code", "posix")
+    assert_one_line_error(ran, "target.nemo", "spec_augment._target_", "rnnt_models.os.system",
+                          "only SpectrogramAugmentation is built from spec_augment")
     assert not marker.exists() and not (tmp_path / "out").exists() and leftovers(tmp_path, "out") == []
 
 
 @pytest.mark.nemo
 @pytest.mark.parametrize("target, message", [
-    ("nemo.collections.asr.models.nothing_here.EncDecRNNTBPEModel", "does not exist in this NeMo"),
-    ("nemo.collections.asr.models.rnnt_bpe_models.os.EncDecRNNTBPEModel", "does not exist in this NeMo"),
+    ("nemo.collections.asr.models.nothing_here.EncDecRNNTBPEModel", "is not where NeMo defines EncDecRNNTBPEModel"),
+    ("nemo.collections.asr.models.rnnt_bpe_models.os.EncDecRNNTBPEModel",
+     "is not where NeMo defines EncDecRNNTBPEModel"),
 ])
 def test_a_model_class_path_that_does_not_resolve_is_one_line(base, tmp_path, capsys, target, message):
     evil = edit_config(base, tmp_path / "cls.nemo", lambda config: config.update(target=target))

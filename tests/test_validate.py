@@ -253,3 +253,16 @@ def test_a_directory_that_is_no_model_gets_no_report(tmp_path, capsys):
     ran = run_cli(["validate", empty, "-q"], capsys)
     assert_one_line_error(ran, "is not a model directory")
     assert list(empty.iterdir()) == []
+
+
+def test_several_audio_files_after_one_audio_option(fixture_dir, fixture_recipe, tmp_path, capsys):
+    """`--audio clips/*.wav` (the shell expands it into several words) validates every file."""
+    lines = fixture_recipe.dataset_path().read_text().splitlines()[:2]
+    files = [fixture_recipe.dataset_path().parent / json.loads(line)["audio"] for line in lines]
+    ran = run_cli(["validate", fixture_dir, "--audio", *files, "--no-speed", "--no-long-audio", "--report-dir",
+                   tmp_path / "r", "-q"], capsys)
+    assert ran.code == 0, ran.out
+    report = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert report["audio"]["utterances"] == 2
+    stray = run_cli(["validate", fixture_dir, files[0], "-q"], capsys)
+    assert stray.code == 2 and "audio files go after --audio" in stray.err

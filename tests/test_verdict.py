@@ -64,3 +64,4 @@ def test_random_weights_are_unproven_and_their_speed_is_labelled(tmp_path, capsy
     assert "random weights" in report["checks"]["speed"]["note"]
     markdown = (out / "validation" / "report.md").read_text()
     assert markdown.index("**UNPROVEN**") < markdown.index("Not proven:") < markdown.index("| check |")
+    assert "Note: random weights" in markdown

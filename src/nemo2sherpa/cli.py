@@ -19,7 +19,7 @@ import click
 
 from nemo2sherpa import __version__
 from nemo2sherpa.errors import UserError
-from nemo2sherpa.families import BOTH, FAMILIES
+from nemo2sherpa.families import BOTH, DEFAULT_LAYOUT, FAMILIES, LAYOUTS, branches
 
 
 class Terminated(BaseException):
@@ -132,18 +132,22 @@ def _context(value: str | None) -> tuple[int, int] | None:
 @click.option("--context", default=None, metavar="L,R", callback=lambda c, p, v: _context(v),
               help="Left,right attention context in encoder frames for --attention local (e.g. 128,128).")
 @click.option("--no-optimize", is_flag=True, help="Write the encoder graph as exported, without optimisation.")
-@click.option("--decoder", type=click.Choice([*FAMILIES, BOTH]), default=None,
+@click.option("--decoder", type=click.Choice([*branches(), BOTH]), default=None,
               help="Which decoder to export: a hybrid TDT/RNNT-CTC model's transducer (its default), its CTC "
                    "branch, or both into one directory; a CTC model has only ctc.")
+@click.option("--layout", type=click.Choice(list(LAYOUTS)), default=DEFAULT_LAYOUT, show_default=True,
+              help="Which runtime's directory to write: sherpa-onnx's (encoder.onnx, decoder.onnx, joiner.onnx or "
+                   "model.onnx, tokens.txt), or onnx-asr's (encoder-model.onnx and decoder_joint-model.onnx, or "
+                   "model.onnx; vocab.txt, config.json), which validate and publish do not run yet.")
 @click.option("--license", "licence", metavar="ID",
               help="The checkpoint's licence, recorded for publish: a Hub licence id (cc-by-4.0, apache-2.0, ...) or "
                    "'other:NAME:URL' [default: the recipe's, none for a local file].")
 @click.option("-q", "--quiet", is_flag=True, help="No progress lines.")
 def convert(source: str, output: Path, revision: str | None, random_weights: bool, overwrite: bool,
             external_threshold: int | None, seed: int, precisions: tuple[str, ...], attention: str | None,
-            context: tuple[int, int] | None, no_optimize: bool, decoder: str | None, licence: str | None,
-            quiet: bool) -> int:
-    """Convert SOURCE into a sherpa-onnx model directory.
+            context: tuple[int, int] | None, no_optimize: bool, decoder: str | None, layout: str,
+            licence: str | None, quiet: bool) -> int:
+    """Convert SOURCE into a sherpa-onnx model directory (or, with --layout onnx-asr, an onnx-asr one).
 
     SOURCE is a recipe name (see `nemo2sherpa recipes`), a Hugging Face repo id (owner/name) or a local .nemo file.
     """
@@ -157,7 +161,7 @@ def convert(source: str, output: Path, revision: str | None, random_weights: boo
         source=source, output=output, revision=revision, random_weights=random_weights, overwrite=overwrite,
         external_threshold=DEFAULT_EXTERNAL_THRESHOLD if external_threshold is None else external_threshold,
         seed=seed, precisions=precisions, attention=AttentionRequest(attention=attention, context=context),
-        optimize=not no_optimize, decoder=decoder, license=licence,
+        optimize=not no_optimize, decoder=decoder, license=licence, layout=layout,
     )
     result = run_convert(options, Progress(enabled=not quiet))
     click.echo(str(result.output))
@@ -195,8 +199,10 @@ def _lengths(value: str) -> tuple[float, ...]:
 @click.option("--dataset", type=click.Path(path_type=Path),
               help="JSONL with one {\"audio\": path, \"text\": optional} per line.")
 @click.option("--report-dir", type=click.Path(path_type=Path), help="Where to write the report [DIR/validation].")
-@click.option("--precision", "variant", type=click.Choice(["fp32", "int8", "fp16"]), default=None,
-              help="Which variant of the graphs to validate [fp32].")
+@click.option("--precision", "variants", default=None, metavar="LIST",
+              callback=lambda c, p, v: _variants(v),
+              help="Comma-separated variants to validate, each against fp32 [fp32]; the first one's report goes to "
+                   "DIR/validation/, the others' to DIR/validation-<variant>/.")
 @click.option("--decoder", "family", type=click.Choice(list(FAMILIES)), default=None,
               help="Which model of the directory: a hybrid converted with --decoder both has a transducer and a ctc "
                    "model [default: its first]; the report goes to validation/ or validation-<decoder>/.")
@@ -224,8 +230,8 @@ def _lengths(value: str) -> tuple[float, ...]:
               help="Another export of the same checkpoint (e.g. full attention): report WER of this one against it.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress lines.")
 def validate(directory: Path, more_audio: tuple[Path, ...], providers: tuple[str, ...], nemo: Path | None,
-             audio: tuple[Path, ...],
-             dataset: Path | None, report_dir: Path | None, variant: str | None, family: str | None, threads: int,
+             audio: tuple[Path, ...], dataset: Path | None, report_dir: Path | None, variants: tuple[str | None, ...],
+             family: str | None, threads: int,
              repeats: int,
              speed_lengths: tuple[float, ...], no_speed: bool, no_nemo: bool, max_encoder_diff: float,
              min_exact_match: float, max_wer_vs_nemo: float, max_wer_vs_truth: float, min_provider_agreement: float,
@@ -250,23 +256,40 @@ def validate(directory: Path, more_audio: tuple[Path, ...], providers: tuple[str
                                "after --audio)")
     audio = (*audio, *more_audio)  # --audio a.wav b.flac: a shell glob expands into several words
 
-    options = ValidateOptions(
-        directory=directory, nemo=nemo, audio=audio, dataset=dataset, providers=providers, report_dir=report_dir,
-        variant=variant, family=family, threads=threads, repeats=repeats, speed_lengths=speed_lengths,
-        measure_speed=not no_speed,
-        use_nemo=not no_nemo, encoder_tolerance=max_encoder_diff, min_exact_match=min_exact_match,
-        max_wer_vs_nemo=max_wer_vs_nemo, max_wer_vs_truth=max_wer_vs_truth,
-        min_provider_agreement=min_provider_agreement,
-        long_audio=not no_long_audio, compare_with=compare_with,
-    )
-    outcome = run_validate(options, Progress(enabled=not quiet))
-    for name, check in outcome.checks.items():
-        detail = "; ".join(check.problems) if check.problems else (check.reason or "")
-        click.echo(f"{name:15} {check.status:8} {detail}".rstrip())
-    for item in outcome.report.get("not_proven") or []:
-        click.echo(f"not proven: {item}")
-    click.echo(f"{outcome.verdict.upper()}: {outcome.report_dir / 'report.md'}")
-    return outcome.exit_code
+    outcomes = []
+    for index, variant in enumerate(variants):
+        later = index > 0 and variant is not None
+        options = ValidateOptions(
+            directory=directory, nemo=nemo, audio=audio, dataset=dataset, providers=providers,
+            report_dir=report_dir / variant if later and report_dir is not None else report_dir,
+            report_suffix=f"-{variant}" if later else "",
+            variant=variant, family=family, threads=threads, repeats=repeats, speed_lengths=speed_lengths,
+            measure_speed=not no_speed,
+            use_nemo=not no_nemo, encoder_tolerance=max_encoder_diff, min_exact_match=min_exact_match,
+            max_wer_vs_nemo=max_wer_vs_nemo, max_wer_vs_truth=max_wer_vs_truth,
+            min_provider_agreement=min_provider_agreement,
+            long_audio=not no_long_audio, compare_with=compare_with,
+        )
+        outcome = run_validate(options, Progress(enabled=not quiet))
+        outcomes.append(outcome)
+        for name, check in outcome.checks.items():
+            detail = "; ".join(check.problems) if check.problems else (check.reason or "")
+            click.echo(f"{name:15} {check.status:8} {detail}".rstrip())
+        for item in outcome.report.get("not_proven") or []:
+            click.echo(f"not proven: {item}")
+        click.echo(f"{outcome.verdict.upper()}: {outcome.report_dir / 'report.md'}")
+    codes = [outcome.exit_code for outcome in outcomes]
+    return 1 if 1 in codes else max(codes)  # failed before unproven (3) before passed (0)
+
+
+def _variants(value: str | None) -> tuple[str | None, ...]:
+    if value is None:
+        return (None,)
+    chosen = tuple(dict.fromkeys(v.strip().lower() for v in value.split(",") if v.strip()))
+    unknown = [v for v in chosen if v not in ("fp32", "int8", "fp16")]
+    if unknown or not chosen:
+        raise click.BadParameter(f"unknown precision {', '.join(unknown) or '(none)'}; use fp32, int8, fp16")
+    return chosen
 
 
 @cli.command(short_help="Publish a validated model directory to Hugging Face, with its model card.")

@@ -20,3 +20,14 @@ class UserError(Exception):
     def about(cls, path: str | Path, problem: str) -> "UserError":
         """Build the usual shape of message: '<file>: <problem>'."""
         return cls(f"{path}: {problem}")
+
+
+def read_text(path: Path) -> str:
+    """A small UTF-8 file a user or a model directory supplies (tokens.txt, manifest.json): its text, or UserError
+    naming the file and why it cannot be read."""
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise UserError.about(path, "is not UTF-8 text") from None
+    except OSError as exc:
+        raise UserError.about(path, f"cannot be read ({exc.strerror})") from None

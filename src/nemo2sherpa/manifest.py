@@ -12,8 +12,9 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path, PurePosixPath
 from typing import Any, Iterable, Mapping
 
-from nemo2sherpa.errors import UserError
+from nemo2sherpa.errors import UserError, read_text
 from nemo2sherpa.facts import DECODER_KINDS, Architecture, ModelFacts
+from nemo2sherpa.families.base import DEFAULT_LAYOUT  # a manifest that names no layout is sherpa-onnx's
 from nemo2sherpa.hashing import sha256_file
 
 MANIFEST_NAME = "manifest.json"
@@ -69,6 +70,7 @@ class Manifest:
     files: dict[str, FileRecord] = field(default_factory=dict)
     random_weights: bool = False
     conversion_seconds: float | None = None
+    layout: str = DEFAULT_LAYOUT  # the runtime the directory is written for (convert --layout)
 
     @property
     def default_family(self) -> str:
@@ -95,6 +97,7 @@ class Manifest:
             "created": self.created,
             "conversion_seconds": self.conversion_seconds,
             "random_weights": self.random_weights,
+            "layout": self.layout,
             "source": self.source,
             "model": self.model.to_dict(),
             "export": self.export,
@@ -132,7 +135,10 @@ class Manifest:
                 if not _is_int(size) or size < 0:
                     raise ValueError(f"files.{name}.size is not a byte count")
                 files[name] = FileRecord(sha256=sha256, size=size)
-            families = _families(data) if version == FORMAT_VERSION else _families_v1(data)
+            layout = data.get("layout", DEFAULT_LAYOUT)
+            if not isinstance(layout, str):
+                raise ValueError("layout is not text")
+            families = _families(data, layout) if version == FORMAT_VERSION else _families_v1(data)
             source_info = dict(_mapping(data["source"], "source"))
             for key in _SOURCE_TEXT:
                 if source_info.get(key) is not None and not isinstance(source_info[key], str):
@@ -154,6 +160,7 @@ class Manifest:
                 files=files,
                 random_weights=_flag(data.get("random_weights", False), "random_weights"),
                 conversion_seconds=seconds,
+                layout=layout,
             )
         except KeyError as exc:
             missing = _short(exc.args[0] if exc.args else "?")
@@ -162,14 +169,17 @@ class Manifest:
             raise UserError.about(source, f"is malformed ({_short(str(exc), 200, quote=False)})") from None
 
 
-def _families(data: Mapping[str, Any]) -> dict[str, FamilyRecord]:
-    from nemo2sherpa.families import FAMILIES
+def _families(data: Mapping[str, Any], layout: str) -> dict[str, FamilyRecord]:
+    from nemo2sherpa.families import registered_family
 
     families = {}
     for name, entry in _mapping(data["families"], "families").items():
-        family = FAMILIES.get(name)
+        family = registered_family(name)
         if family is None:
             raise ValueError(f"families.{_short(name)} is not a model family this nemo2sherpa knows")
+        if family.layout != layout:
+            raise ValueError(f"families.{_short(name)} belongs to the {family.layout} layout, the manifest says "
+                             f"{_short(layout)}")
         entry = _mapping(entry, f"families.{name}")
         roles = [role.name for role in family.roles]
         families[name] = FamilyRecord(
@@ -275,12 +285,7 @@ def read_manifest(directory: Path) -> Manifest | None:
     path = directory / MANIFEST_NAME
     if not path.exists():
         return None
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise UserError.about(path, "is not UTF-8 text") from None
-    except OSError as exc:
-        raise UserError.about(path, f"cannot be read ({exc.strerror})") from None
+    text = read_text(path)
     return Manifest.from_dict(parse_json(text, path), path)
 
 

@@ -1,7 +1,10 @@
 """Build an output directory out of sight and move it into place only when it is complete.
 
 - A hidden '.<name>.lock' beside the target, held with flock while writing: a second writer is refused at once, and
-  a writer killed with -9 leaves no lock held (the kernel drops it; the file itself is reused by the next run).
+  a writer killed with -9 leaves no lock held (the kernel drops it; the file itself is reused by the next run). The
+  lock file is created with O_EXCL and opened with O_NOFOLLOW: a symbolic link, a FIFO or a hard link planted at its
+  name is refused, never followed.
+- Names are literal everywhere: an output named '*' or 'a[b]' never matches another target's leftovers.
 - Everything is written into '.<name>.partial-<random>' beside the target (same filesystem, so the final move is a
   rename), and partial directories left by a killed run are removed by the next run that takes the lock.
 - On success the partial directory is renamed to the target. An existing target is replaced only with overwrite, by
@@ -21,8 +24,10 @@ import ctypes
 import errno
 import fcntl
 import os
+import re
 import shutil
 import signal
+import stat
 import sys
 import tempfile
 import threading
@@ -41,11 +46,23 @@ def _lock_path(target: Path) -> Path:
     return target.parent / f".{target.name}.lock"
 
 
+# The random part tempfile.mkdtemp adds to a prefix (tempfile._RandomNameSequence: 8 of [a-z0-9_]).
+_RANDOM_SUFFIX = re.compile(r"[a-z0-9_]{8}")
+
+
 def stale_partials(target: Path) -> list[Path]:
-    """Leftovers of runs that were killed: unfinished directories and replaced ones not yet removed."""
-    return sorted(
-        [*target.parent.glob(f".{target.name}{PARTIAL_MARK}*"), *target.parent.glob(f".{target.name}{RETIRED_MARK}*")]
-    )
+    """Leftovers of runs into `target` that were killed: unfinished directories and replaced ones not yet removed.
+
+    Names are compared literally, never as glob patterns: an output named '*' or 'a[b]' must not match (and so
+    delete) another conversion's staging directory. Only '.<name>.partial-' or '.<name>.replaced-' followed by
+    exactly mkdtemp's random part counts, so the leftovers of a target named 'a.partial-x' are not those of 'a'."""
+    prefixes = (f".{target.name}{PARTIAL_MARK}", f".{target.name}{RETIRED_MARK}")
+    try:
+        names = os.listdir(target.parent)
+    except OSError:
+        return []
+    return sorted(target.parent / name for name in names
+                  for prefix in prefixes if name.startswith(prefix) and _RANDOM_SUFFIX.fullmatch(name[len(prefix):]))
 
 
 def _remove(path: Path) -> None:
@@ -57,14 +74,49 @@ def _remove(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
 
+def _open_lock(lock_path: Path, target: Path) -> int | None:
+    """The lock file's descriptor, never through a link: created with O_EXCL (which never follows a symbolic link,
+    dangling or not) or, when it exists, opened with O_NOFOLLOW and checked to be a plain file of its own. None when
+    it vanished between the two (its holder unlinked it on the way out): try again.
+
+    A planted '.<name>.lock' symbolic link would otherwise make whoever converts (root, say) create or open a file
+    anywhere the link points."""
+    flags = os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK
+    try:
+        return os.open(lock_path, flags | os.O_CREAT | os.O_EXCL, 0o644)
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        raise UserError.about(target.parent, f"cannot write here ({exc.strerror})") from None
+    try:
+        descriptor = os.open(lock_path, flags)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise UserError.about(lock_path, "is a symbolic link, not a lock file; refusing to follow it (remove it "
+                                             "if you did not plant it)") from None
+        if exc.errno == errno.EISDIR:
+            raise UserError.about(lock_path, "is not a regular file, not a lock file; refusing to use it (remove it "
+                                             "if you did not plant it)") from None
+        raise UserError.about(lock_path, f"cannot be opened as a lock file ({exc.strerror})") from None
+    info = os.fstat(descriptor)
+    if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
+        os.close(descriptor)
+        kind = "a hard link to another file" if stat.S_ISREG(info.st_mode) else "not a regular file"
+        raise UserError.about(lock_path, f"is {kind}, not a lock file; refusing to use it (remove it if you did "
+                                         "not plant it)")
+    return descriptor
+
+
 @contextlib.contextmanager
 def _held_lock(target: Path) -> Iterator[Path]:
     lock_path = _lock_path(target)
     for _attempt in range(50):
-        try:
-            handle = open(lock_path, "a+")
-        except OSError as exc:
-            raise UserError.about(target.parent, f"cannot write here ({exc.strerror})") from None
+        descriptor = _open_lock(lock_path, target)
+        if descriptor is None:
+            continue
+        handle = os.fdopen(descriptor, "r+b", buffering=0)
         try:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -77,7 +129,7 @@ def _held_lock(target: Path) -> Iterator[Path]:
         # hold a lock on a file nobody else will ever open, while a third process may hold the new one. Only a lock on
         # the file that is at the path right now counts.
         try:
-            held, current = os.fstat(handle.fileno()), os.stat(lock_path)
+            held, current = os.fstat(handle.fileno()), os.lstat(lock_path)
             if (held.st_dev, held.st_ino) == (current.st_dev, current.st_ino):
                 break
         except FileNotFoundError:

@@ -1,11 +1,14 @@
-"""tokens.txt, the vocabulary file sherpa-onnx reads: one '<piece> <id>' per line, ids 0..V, blank last."""
+"""tokens.txt, the vocabulary file sherpa-onnx reads: one '<piece> <id>' per line, ids 0..V, blank last.
+
+onnx-asr's vocab.txt is the same text under another name (it splits each line on one space and finds the blank by
+its name, <blk>): which name a directory gets is its family's decision (Family.companion_files)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Sequence
 
-from nemo2sherpa.errors import UserError
+from nemo2sherpa.errors import UserError, read_text
 
 BLANK = "<blk>"
 
@@ -79,10 +82,5 @@ def _show(text: str, limit: int = 80) -> str:
 
 
 def read_tokens(path: Path) -> list[str]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise UserError.about(path, "is not UTF-8 text") from None
-    except OSError as exc:
-        raise UserError.about(path, f"cannot be read ({exc.strerror})") from None
+    text = read_text(path)
     return parse_tokens(text, path)

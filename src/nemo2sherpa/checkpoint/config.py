@@ -1,14 +1,15 @@
 """Read a checkpoint's model_config.yaml into model facts, refusing what sherpa-onnx cannot run.
 
 Everything here works on the config alone: a checkpoint is refused in a fraction of a second, before its weights are
-read or NeMo is imported.
-"""
+read or NeMo is imported. The config is untrusted: config_reading bounds it while it is read, config_targets checks
+every class it names, and model_size checks that the model it describes fits its weights."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Mapping
 
+from nemo2sherpa.checkpoint.config_targets import check_targets
 from nemo2sherpa.errors import UserError
 from nemo2sherpa.facts import SUPPORTED_CLASSES, Architecture, ModelFacts
 
@@ -42,45 +43,6 @@ PREPROCESSOR_DEFAULTS: dict[str, Any] = {
 }
 
 
-def parse_config(text: str, source: Path) -> dict[str, Any]:
-    """The config as plain containers with every ${...} interpolation resolved."""
-    import yaml
-    from omegaconf import OmegaConf
-    from omegaconf.errors import OmegaConfBaseException
-
-    try:
-        loaded = OmegaConf.create(text)
-        container = OmegaConf.to_container(loaded, resolve=True)
-    except (OmegaConfBaseException, yaml.YAMLError, ValueError, TypeError, RecursionError) as exc:
-        raise UserError.about(source, f"model_config.yaml cannot be parsed ({type(exc).__name__}: {exc})") from None
-    if not isinstance(container, dict):
-        raise UserError.about(source, "model_config.yaml is not a mapping")
-    # Some checkpoints wrap the model config in a top-level 'model' key (a training config saved as is).
-    if "encoder" not in container and isinstance(container.get("model"), dict):
-        container = container["model"]
-    return container
-
-
-def _targets(node: Any, path: str = "") -> Iterator[tuple[str, str]]:
-    if isinstance(node, Mapping):
-        for key, value in node.items():
-            here = f"{path}.{key}" if path else str(key)
-            if key in ("_target_", "target") and isinstance(value, str):
-                yield here, value
-            else:
-                yield from _targets(value, here)
-    elif isinstance(node, list):
-        for index, value in enumerate(node):
-            yield from _targets(value, f"{path}[{index}]")
-
-
-def check_targets(config: Mapping[str, Any], source: Path) -> None:
-    """Instantiating a config runs whatever its _target_ names: only NeMo's own classes are allowed."""
-    for where, target in _targets(config):
-        if not (target.startswith("nemo.") and all(part.isidentifier() for part in target.split("."))):
-            raise UserError.about(source, f"config {where} names {target!r}, outside NeMo's modules; refusing it")
-
-
 def model_class_of(config: Mapping[str, Any], source: Path) -> str:
     target = config.get("target")
     if not isinstance(target, str) or not target:
@@ -99,13 +61,14 @@ def _target_name(section: Mapping[str, Any]) -> str:
     return str(section.get("_target_", "")).rsplit(".", 1)[-1]
 
 
+
 def facts_from_config(config: Mapping[str, Any], source: Path, tokenizer_vocab: int | None = None) -> ModelFacts:
     """Model facts, or a one-line refusal naming the class or setting that sherpa-onnx cannot run."""
     try:
         return _facts_from_config(config, source, tokenizer_vocab)
     except UserError:
         raise
-    except (KeyError, ValueError, TypeError, AttributeError, IndexError) as exc:
+    except (KeyError, ValueError, TypeError, AttributeError, IndexError, OverflowError) as exc:
         # a config from the internet may lack or mistype any setting: that is the file's fault, said in one line
         raise UserError.about(source, f"model_config.yaml has a missing or malformed setting "
                                       f"({type(exc).__name__}: {exc})") from None

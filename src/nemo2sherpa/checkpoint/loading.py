@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import importlib
-import inspect
 import logging
 import os
 import threading
@@ -15,12 +14,14 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Iterator, Mapping
 
 from nemo2sherpa.checkpoint.architecture_config import nemo_model_config
-from nemo2sherpa.checkpoint.archive import NEMO_PREFIX, NemoArchive
+from nemo2sherpa.checkpoint.archive import NEMO_PREFIX, WEIGHTS_NAME, NemoArchive
+from nemo2sherpa.checkpoint.config import facts_from_config
+from nemo2sherpa.checkpoint.config_targets import MODEL_CLASSES, built_sections, model_class_paths, target_problem
 from nemo2sherpa.checkpoint.local_tokenizer import synthetic_tokenizer
+from nemo2sherpa.checkpoint.model_size import check_model_size
 from nemo2sherpa.errors import UserError
 from nemo2sherpa.facts import Architecture
 
-_DATA_SECTIONS = ("train_ds", "validation_ds", "test_ds")
 _INIT_FUNCTIONS = (
     "uniform_", "normal_", "trunc_normal_", "constant_", "ones_", "zeros_", "eye_", "dirac_", "xavier_uniform_",
     "xavier_normal_", "kaiming_uniform_", "kaiming_normal_", "orthogonal_", "sparse_",
@@ -28,13 +29,15 @@ _INIT_FUNCTIONS = (
 
 
 @contextlib.contextmanager
-def quiet_nemo() -> Iterator[None]:
-    """NeMo and torch.onnx log pages of warnings for an ordinary export; users need the stage lines, not those."""
+def quiet_nemo(level: int = logging.ERROR) -> Iterator[None]:
+    """NeMo and torch.onnx log pages of warnings for an ordinary export; users need the stage lines, not those.
+    level=logging.CRITICAL also hides the tracebacks NeMo logs as errors before raising (from_config_dict does), for
+    callers that turn the exception into one line themselves."""
     os.environ.setdefault("NEMO_TESTING", "0")
     from nemo.utils import logging as nemo_logging
 
     previous = nemo_logging.getEffectiveLevel()
-    nemo_logging.setLevel(logging.ERROR)
+    nemo_logging.setLevel(level)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -59,90 +62,37 @@ def skip_weight_init() -> Iterator[None]:
             setattr(torch.nn.init, name, function)
 
 
-def _resolve(dotted: str) -> Any:
-    """The object a dotted path names, found the way Hydra finds a _target_: the longest importable module, then
-    attributes. Raises ImportError or AttributeError."""
-    parts = dotted.split(".")
-    for cut in range(len(parts), 0, -1):
-        try:
-            found: Any = importlib.import_module(".".join(parts[:cut]))
-        except ImportError:
-            if cut == 1:
-                raise
-            continue
-        for name in parts[cut:]:
-            found = getattr(found, name)
-        return found
-    raise ImportError(dotted)  # pragma: no cover - the loop always returns or raises
-
-
-def _defined_in_nemo(found: Any) -> bool:
-    """A class or function whose code lives in NeMo. 'nemo.x.os.system' passes a check of the name but names
-    os.system (NeMo modules import os): what counts is where the object was defined, not the path to it."""
-    for _ in range(10):  # NeMo's @experimental / @deprecated wrappers
-        if not hasattr(found, "__wrapped__"):
-            break
-        found = found.__wrapped__
-    if not (isinstance(found, type) or inspect.isfunction(found)):
-        return False
-    module = getattr(found, "__module__", "") or ""
-    return module == "nemo" or module.startswith("nemo.")
-
-
-def check_resolved_targets(config: Any, where: str = "") -> None:
-    """Every _target_ (and NeMo's older 'target') in the config must name a class or function defined inside NeMo,
-    checked on the imported object right before NeMo instantiates it (model_config.check_targets checked the names
-    already, without importing anything)."""
-    if isinstance(config, Mapping):
-        for key, value in config.items():
-            here = f"{where}.{key}" if where else str(key)
-            if key in ("_target_", "target") and isinstance(value, str):
-                if not value.startswith("nemo."):  # never import a module outside NeMo to look at it
-                    raise UserError(f"config {here} names {value!r}, outside NeMo's modules; refusing it")
-                try:
-                    found = _resolve(value)
-                except (ImportError, AttributeError, ValueError):
-                    if key == "target":  # NeMo falls back to the calling class when a legacy 'target' is missing
-                        continue
-                    raise UserError(f"config {here} names {value!r}, which this NeMo does not have") from None
-                if not _defined_in_nemo(found):
-                    defined = getattr(found, "__module__", None) or type(found).__name__
-                    raise UserError(f"config {here} names {value!r}, which is not NeMo's own code (it is defined "
-                                    f"in {defined}); refusing it")
-            elif key == "_target_":
-                raise UserError(f"config {here} is not a class name ({value!r}); refusing it")
-            else:
-                check_resolved_targets(value, here)
-    elif isinstance(config, (list, tuple)):
-        for index, value in enumerate(config):
-            check_resolved_targets(value, f"{where}[{index}]")
-
-
 NEMO_ASR_MODELS = "nemo.collections.asr.models"
 
 
 def model_class(config: dict[str, Any]) -> type:
-    """The NeMo ASR model class the config names, imported and checked to be NeMo's own."""
-    target = str(config.get("target", ""))
-    module_name, _, class_name = target.rpartition(".")
-    if not module_name.startswith(NEMO_ASR_MODELS):
-        raise UserError(f"model class {target!r} is not a NeMo ASR model")
+    """The NeMo ASR model class the config names: one of the allow-listed classes, by its exact path, imported from
+    the module that defines it (nothing else is imported to look at it)."""
+    target = config.get("target")
+    name = target.rsplit(".", 1)[-1] if isinstance(target, str) else ""
+    if target not in model_class_paths(name):
+        raise UserError(f"model class {target!r} is not one nemo2sherpa builds "
+                        f"({', '.join(model_class_paths(n)[0] for n in MODEL_CLASSES)}); refusing it")
+    module_name = model_class_paths(name)[0].rpartition(".")[0]
     try:
-        cls = getattr(importlib.import_module(module_name), class_name)
-    except (ImportError, AttributeError, ValueError):
+        cls = getattr(importlib.import_module(module_name), name)
+    except (ImportError, AttributeError):
         raise UserError(f"model class {target!r} does not exist in this NeMo") from None
-    if not isinstance(cls, type) or not _defined_in_nemo(cls):
-        raise UserError(f"model class {target!r} is not a class defined in NeMo; refusing it")
+    if not isinstance(cls, type):
+        raise UserError(f"model class {target!r} is not a class in this NeMo; refusing it")
     return cls
 
 
 def instantiate(config: dict[str, Any], initialise: bool = True):
-    """A NeMo model from a config whose tokenizer paths point at local files."""
+    """A NeMo model from a config whose tokenizer paths point at local files. Every class the config names is checked
+    against the allow-list first; the sections no constructor builds (data loaders, optimiser) are left out."""
     from omegaconf import OmegaConf
 
-    config = {key: value for key, value in config.items() if key not in _DATA_SECTIONS}
+    config = built_sections(config)
+    problem = target_problem(config)
+    if problem:
+        raise UserError(problem)
     cls = model_class(config)
-    check_resolved_targets(config)
     if cls.__name__.endswith("BPEModel"):
         config = _without_vocabulary_lists(config)
     with quiet_nemo(), (contextlib.nullcontext() if initialise else skip_weight_init()):
@@ -180,16 +130,7 @@ def localise_tokenizer(archive: NemoArchive, config: dict[str, Any], workdir: Pa
         if isinstance(value, str) and value.startswith(NEMO_PREFIX):
             tokenizer[key] = str(archive.extract_artifact(value, directory))
         elif key in _TOKENIZER_FILES and value is not None:
-            # An old-style plain path: acceptable only when the archive holds that file (matched by its name).
-            name = PurePosixPath(str(value).replace("\\", "/")).name
-            try:
-                member = archive.artifact_member(name) if name else None
-            except UserError:
-                member = None
-            if member is None:
-                raise UserError.about(archive.path, f"tokenizer.{key} names {value!r}, a file outside the checkpoint; "
-                                                    "refusing to read files of this machine")
-            tokenizer[key] = str(archive.extract_artifact(member, directory))
+            tokenizer[key] = str(archive.extract_artifact(_plain_path_member(archive, key, value), directory))
     if "model_path" not in tokenizer:
         raise UserError.about(archive.path, "the config has no tokenizer.model_path; the tokenizer is missing")
     tokenizer["dir"] = str(directory)
@@ -212,25 +153,29 @@ def load_from_archive(archive: NemoArchive, config: dict[str, Any], workdir: Pat
 
     `config` must come from localise_tokenizer(). NeMo's ASR collection is imported on a second thread while this one
     reads the tensors: the import is about 5 s of Python, the read is I/O and memory copies, and they overlap. The
-    tensors are read here, not there, so that they land in the main heap (see memory.py)."""
+    tensors are read here, not there, so that they land in the main heap (see memory.py). A config that would build
+    far more parameters than the tensors hold is refused after they are read (tensors only) and before NeMo builds
+    anything."""
+    facts = facts_from_config(config, archive.path)
     importing = _import_in_background(NEMO_ASR_MODELS)
     try:
         with archive.open_weights(workdir) as stream:
             state = _load_tensors(stream, archive.path)
     finally:
         importing.join()  # also on failure: never leave the interpreter to shut down in the middle of an import
-    try:
-        model = instantiate(config, initialise=False)
-    except UserError as exc:
-        raise UserError.about(archive.path, str(exc)) from None
-    except Exception as exc:  # noqa: BLE001 - NeMo's own refusal of a config it cannot build (bad values, types)
-        raise UserError.about(archive.path, f"NeMo cannot build the model its model_config.yaml describes "
-                                            f"({type(exc).__name__}: {_first_line(exc)})") from None
     if isinstance(state, Mapping) and "state_dict" in state and isinstance(state["state_dict"], Mapping):
         state = state["state_dict"]  # a Lightning checkpoint saved inside the archive
     if not isinstance(state, Mapping):
         raise UserError.about(archive.path, f"model_weights.ckpt holds a {type(state).__name__}, not a state dict "
                                             "of named tensors")
+    elements = sum(int(value.numel()) for value in state.values() if hasattr(value, "numel"))
+    check_model_size(config, facts, archive.members[WEIGHTS_NAME].size, archive.path, tensor_elements=elements)
+    try:
+        model = instantiate(config, initialise=False)
+    except UserError as exc:
+        raise UserError.about(archive.path, str(exc)) from None
+    except Exception as exc:  # noqa: BLE001 - NeMo's own refusal of a config it cannot build (bad values, types)
+        raise UserError.about(archive.path, unbuildable(exc)) from None
     try:
         model.load_state_dict(state, strict=True, assign=True)
     except (RuntimeError, TypeError, ValueError, KeyError) as exc:
@@ -271,7 +216,7 @@ def _load_tensors(stream, source: Path) -> Any:
                                           "that is not a tensor; refusing it (only tensors are loaded, "
                                           "torch.load weights_only=True)") from None
         raise UserError.about(source, f"model_weights.ckpt cannot be read; truncated or corrupt "
-                                      f"({_weights_only_reason(message)})") from None
+                                      f"({torch_reason(message)})") from None
     except MemoryError:
         raise UserError.about(source, "model_weights.ckpt cannot be read; it claims more memory than "
                                       "this machine has (corrupt?)") from None
@@ -306,21 +251,55 @@ def weights_only_everywhere() -> Iterator[None]:
                 os.environ[name] = value
 
 
-def vet_checkpoint(path: Path) -> None:
+def vet_checkpoint(path: Path) -> dict[str, Any]:
     """The checks convert makes before a checkpoint's config is used, for code that hands a .nemo to NeMo itself
-    (validate's reference): archive members, config _target_s by name and by object. Raises UserError naming the
-    file. Its weights are not read here: load them inside weights_only_everywhere()."""
+    (validate's reference): archive members, the config's size, aliases and references, every class it names, its
+    model's size against its weights, tokenizer files inside the archive. Returns the checked config, to be given to
+    NeMo in place of the archive's own (restore_from(override_config_path=...)), so that NeMo builds exactly what was
+    checked. Raises UserError naming the file. Its weights are not read here: load them inside
+    weights_only_everywhere()."""
     from nemo2sherpa.checkpoint.archive import CONFIG_NAME
-    from nemo2sherpa.checkpoint.config import check_targets, parse_config
+    from nemo2sherpa.checkpoint.config_reading import parse_config
 
     path = Path(path)
     with NemoArchive(path) as archive:
         config = parse_config(archive.read_text(CONFIG_NAME), path)
-        check_targets(config, path)
+        facts = facts_from_config(config, path)
+        try:
+            model_class(config)
+        except UserError as exc:
+            raise UserError.about(path, str(exc)) from None
+        check_model_size(config, facts, archive.members[WEIGHTS_NAME].size, path)
+        tokenizer = _tokenizer_references(archive, config.get("tokenizer"))
+    # NeMo would build from a 'model' section instead of the top level (a training config's wrapper): never from one
+    # that parse_config did not unwrap and facts_from_config did not read.
+    return {**{key: value for key, value in built_sections(config).items() if key != "model"}, "tokenizer": tokenizer}
+
+
+def _tokenizer_references(archive: NemoArchive, tokenizer: Any) -> dict[str, Any]:
+    """The tokenizer section with every file it names as a 'nemo:' reference to an archive member, which NeMo resolves
+    inside the unpacked archive: a plain path would make NeMo open a file of this machine."""
+    tokenizer = dict(tokenizer) if isinstance(tokenizer, Mapping) else {}
+    for key, value in list(tokenizer.items()):
+        if isinstance(value, str) and value.startswith(NEMO_PREFIX):
+            archive.artifact_member(value)  # refused here when the archive lacks it
+        elif key in _TOKENIZER_FILES and value is not None:
+            tokenizer[key] = NEMO_PREFIX + _plain_path_member(archive, key, value)
+    return tokenizer
+
+
+def _plain_path_member(archive: NemoArchive, key: str, value: Any) -> str:
+    """An old-style plain tokenizer path: acceptable only when the archive holds that file (matched by its name), so
+    that a config can never make anyone open a file of this machine."""
+    name = PurePosixPath(str(value).replace("\\", "/")).name
     try:
-        check_resolved_targets({k: v for k, v in config.items() if k not in _DATA_SECTIONS})
-    except UserError as exc:
-        raise UserError.about(path, str(exc)) from None
+        member = archive.artifact_member(name) if name else None
+    except UserError:
+        member = None
+    if member is None:
+        raise UserError.about(archive.path, f"tokenizer.{key} names {value!r}, a file outside the checkpoint; "
+                                            "refusing to read files of this machine")
+    return member
 
 
 # torch.load(weights_only=True) could be made to run code up to torch 2.5.1 (CVE-2025-32434, fixed in 2.6.0).
@@ -347,18 +326,29 @@ def _unpickle_global(message: str) -> str | None:
     return found.group(1) if found else None
 
 
-def _weights_only_reason(message: str) -> str:
-    lines = [line.strip() for line in message.splitlines() if line.strip()]
-    for line in lines:
-        if line.lower().startswith(("unsupported operand", "unsupported class", "weightsunpickler error")) \
-                and not line.endswith(":"):
+# torch's refusals start with advice to load the file with weights_only=False, which runs the code in it: never repeat
+# that to a user about an untrusted file. Lines mentioning these are dropped from any message quoted from torch.
+_UNSAFE_ADVICE = ("weights_only", "trusted source", "trust the source", "re-running", "safe_globals",
+                  "add_safe_globals", "arbitrary code", "file an issue", "documentation of torch.load")
+
+
+def torch_reason(message: str, default: str = "not a PyTorch checkpoint") -> str:
+    """The specific part of a torch.load error (torch's 'WeightsUnpickler error: Unsupported operand 149'), without
+    its advice to turn weights_only off; `default` when nothing else is left."""
+    for line in message.replace("WeightsUnpickler error:", "\n").splitlines():
+        line = line.strip().rstrip(":").strip()
+        if line and not any(advice in line.lower() for advice in _UNSAFE_ADVICE):
             return line[:200]
-    return "not a PyTorch checkpoint"
+    return default
 
 
 def _first_line(exc: BaseException) -> str:
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return lines[0][:300] if lines else type(exc).__name__
+    return torch_reason(str(exc), type(exc).__name__)[:300]
+
+
+def unbuildable(exc: BaseException) -> str:
+    """One line for NeMo's refusal of a config it cannot build (bad values, types, shapes)."""
+    return f"NeMo cannot build the model its model_config.yaml describes ({type(exc).__name__}: {_first_line(exc)})"
 
 
 def _first_mismatch(message: str) -> str:

@@ -1,5 +1,6 @@
-"""convert(): source -> checked checkpoint -> each model family's ONNX graphs + tokens.txt + manifest.json, moved into
-place whole."""
+"""convert(): source -> checked checkpoint -> each model family's ONNX graphs + the text files its runtime reads beside
+them (tokens.txt; onnx-asr's vocab.txt and config.json) + manifest.json, moved into place whole. The layout (which
+runtime the directory is for) only chooses the families: everything else is theirs to say."""
 
 from __future__ import annotations
 
@@ -11,18 +12,19 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from nemo2sherpa import __version__
 from nemo2sherpa.checkpoint.architecture_config import nemo_model_config
 from nemo2sherpa.checkpoint.archive import CONFIG_NAME, NemoArchive
-from nemo2sherpa.checkpoint.config import facts_from_config, parse_config
+from nemo2sherpa.checkpoint.config import facts_from_config
+from nemo2sherpa.checkpoint.config_reading import parse_config
 from nemo2sherpa.checkpoint.sources import ResolvedSource, resolve_source
 from nemo2sherpa.convert.export.encoder_prep import AttentionRequest, prepare_encoder
 from nemo2sherpa.convert.passes.optimize import REPLACED_WEIGHTS, optimize_encoder
 from nemo2sherpa.errors import UserError
 from nemo2sherpa.facts import ModelFacts
-from nemo2sherpa.families import Family, families_for
+from nemo2sherpa.families import DEFAULT_LAYOUT, Family, families_for
 from nemo2sherpa.graphs.weights_ahead import WeightsAhead
 from nemo2sherpa.graphs.writing import DEFAULT_EXTERNAL_THRESHOLD, write_graph
 from nemo2sherpa.hashing import sha256_file
@@ -32,9 +34,6 @@ from nemo2sherpa.precision.variants import write_variants
 from nemo2sherpa.progress import Progress
 from nemo2sherpa.recipes import Recipe
 from nemo2sherpa.staging import staged_directory
-from nemo2sherpa.tokens_txt import write_tokens
-
-TOKENS = "tokens.txt"
 
 
 @dataclass(frozen=True)
@@ -49,8 +48,9 @@ class ConvertOptions:
     precisions: tuple[str, ...] = ("fp32",)
     attention: AttentionRequest = AttentionRequest()
     optimize: bool = True
-    decoder: str | None = None  # a family's name, "both" (a hybrid's two branches), or None: the model's first
+    decoder: str | None = None  # a branch's name (Family.branch), "both" (a hybrid's two), or None: the model's first
     license: str | None = None  # the source's licence (a Hub licence id, or other:NAME:URL), recorded for publish
+    layout: str = DEFAULT_LAYOUT  # which runtime's directory: sherpa-onnx, or onnx-asr (families.LAYOUTS)
 
 
 @dataclass(frozen=True)
@@ -83,15 +83,20 @@ def convert(options: ConvertOptions, progress: Progress | None = None) -> Conver
     with staged_directory(options.output, overwrite=options.overwrite) as partial:
         scratch = partial / ".scratch"
         scratch.mkdir()
+
+        def refuse_early(facts: ModelFacts) -> None:  # what cannot be exported is refused before loading weights
+            families_for(facts, options.decoder, resolved.path, options.layout)
+
         loaded = _random(resolved, scratch, options.seed, progress) if options.random_weights else \
-            _checkpoint(resolved, scratch, progress)
+            _checkpoint(resolved, scratch, progress, refuse_early)
         prep = prepare_encoder(loaded.model, loaded.facts, options.attention, resolved.path)
         facts = prep.facts
-        families = families_for(facts, options.decoder, resolved.path)
+        families = families_for(facts, options.decoder, resolved.path, options.layout)
         comment = _comment(options.random_weights)
         exports = [_export_family(family, loaded, prep, facts, resolved.url, comment, options, partial, scratch,
                                   progress) for family in families]
-        _write_tokens_and_hash(loaded, partial, scratch)
+        _write_companions(families, facts, loaded.pieces, partial)
+        _clean_up_and_hash(loaded, scratch)
         loaded.model = None  # the captured weights were the model's own tensors: free them all now
         gc.collect()
         release_free_memory()
@@ -131,6 +136,7 @@ def convert(options: ConvertOptions, progress: Progress | None = None) -> Conver
                 families=records,
                 files=record_files(partial, names, known={k: v for e in exports for k, v in e.hashes.items()}),
                 random_weights=options.random_weights,
+                layout=options.layout,
             )
             manifest.conversion_seconds = round(time.perf_counter() - started, 2)
             manifest.write(partial)
@@ -151,8 +157,8 @@ class _Exported:
     info: dict[str, Any]
 
     def external_data(self, directory: Path) -> dict[str, str]:
-        return {role: path.with_suffix(".weights").name for role, path in self.graph_files.items()
-                if path.with_suffix(".weights").exists()}
+        names = {role: self.family.external_data_file(path.name) for role, path in self.graph_files.items()}
+        return {role: name for role, name in names.items() if (directory / name).exists()}
 
 
 def _export_family(family: Family, loaded: _Loaded, prep, facts: ModelFacts, url: str, comment: str,
@@ -203,16 +209,42 @@ def _export_family(family: Family, loaded: _Loaded, prep, facts: ModelFacts, url
                                             external_threshold=options.external_threshold)
             if loaded.hashing is not None:
                 loaded.hashing.result()  # finished inside the pool's lifetime
+    hashes = {name: digest for result in written.values() for name, digest in result.sha256.items()}
+    for result in written.values():
+        _place_external_data(family, result.files[0], hashes)
     info = {**optimizations,
             "weights_written_from": "captured from the exporter" if all(captured) else "the exporter's files",
             f"{encoder_role}_weights_bytes_written_during_export": written[encoder_role].written_ahead}
     return _Exported(family=family, graph_files={role: result.files[0] for role, result in written.items()},
-                     hashes={name: digest for result in written.values() for name, digest in result.sha256.items()},
-                     probes=probes, metadata=metadata, info=info)
+                     hashes=hashes, probes=probes, metadata=metadata, info=info)
 
 
-def _write_tokens_and_hash(loaded: _Loaded, partial: Path, scratch: Path) -> None:
-    write_tokens(partial / TOKENS, loaded.pieces)
+def _place_external_data(family: Family, graph: Path, hashes: dict[str, str]) -> None:
+    """Give a written graph's external weights the family's file name (onnx-asr: '<graph>.onnx.data'); the hashes
+    computed while writing follow the renamed file, the rewritten graph's is computed again with the manifest."""
+    from nemo2sherpa.graphs.writing import place_external_data
+
+    previous = place_external_data(graph, family.external_data_file(graph.name))
+    if previous is not None:
+        hashes.pop(graph.name, None)
+        if previous in hashes:
+            hashes[family.external_data_file(graph.name)] = hashes.pop(previous)
+
+
+def _write_companions(families: list[Family], facts: ModelFacts, pieces: list[str], partial: Path) -> None:
+    """The text files each family's runtime reads beside its graphs (tokens.txt; vocab.txt and config.json), written
+    once: two families of one directory that name the same file must agree on its content."""
+    texts: dict[str, str] = {}
+    for family in families:
+        for name, text in family.companion_files(facts, pieces).items():
+            if texts.setdefault(name, text) != text:
+                raise UserError(f"{name}: the {family.title} needs other contents than the family before it; "
+                                "convert each decoder into a directory of its own")
+    for name, text in texts.items():
+        (partial / name).write_text(text, encoding="utf-8")
+
+
+def _clean_up_and_hash(loaded: _Loaded, scratch: Path) -> None:
     _remove_tree(scratch)
     if loaded.hashing is not None:
         loaded.checkpoint["sha256"] = loaded.hashing.result()
@@ -272,7 +304,9 @@ def _check_recipe(recipe: Recipe | None, facts: ModelFacts, path: Path) -> None:
         raise UserError.about(path, f"does not match recipe {recipe.name}: {'; '.join(differences)}")
 
 
-def _checkpoint(resolved: ResolvedSource, scratch: Path, progress: Progress) -> _Loaded:
+def _checkpoint(resolved: ResolvedSource, scratch: Path, progress: Progress,
+                check: Callable[[ModelFacts], None] = lambda facts: None) -> _Loaded:
+    """Read the config (`check` sees its facts before the weights are loaded), then the model."""
     from nemo2sherpa.checkpoint.loading import load_from_archive, localise_tokenizer, tokenizer_pieces
 
     path = resolved.path
@@ -280,6 +314,7 @@ def _checkpoint(resolved: ResolvedSource, scratch: Path, progress: Progress) -> 
         config = parse_config(archive.read_text(CONFIG_NAME), path)
         facts = facts_from_config(config, path)
         _check_recipe(resolved.recipe, facts, path)
+        check(facts)
         local_config = localise_tokenizer(archive, config, scratch)
         pieces = tokenizer_pieces(local_config, path)
         if len(pieces) != facts.vocab_size:

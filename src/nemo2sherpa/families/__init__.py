@@ -1,7 +1,10 @@
-"""The model families nemo2sherpa exports, registered in one place.
+"""The model families nemo2sherpa exports, registered in one place, per directory layout.
 
-Adding a family: write its module (a subclass of families.base.Family) and add its instance to FAMILIES. Convert,
-validate and publish find it here, by name (manifests and reports record it) or by what a checkpoint has.
+A layout is the runtime a model directory is written for: sherpa-onnx's (the default, which validate and publish
+run) or onnx-asr's. Each layout has its families, one per decoder branch a checkpoint can have (`convert --decoder`
+names the branch, the same in every layout). Adding a family: write its module (a subclass of families.base.Family)
+and add its instance to its layout in LAYOUTS. Convert, validate and publish find it here, by name (manifests and
+reports record it) or by what a checkpoint has.
 """
 
 from __future__ import annotations
@@ -10,49 +13,95 @@ from pathlib import Path
 
 from nemo2sherpa.errors import UserError
 from nemo2sherpa.facts import ModelFacts
-from nemo2sherpa.families.base import Family, FamilyFiles, ModelSpec, Role
+from nemo2sherpa.families.base import DEFAULT_LAYOUT, Family, FamilyFiles, ModelSpec, Role
 from nemo2sherpa.families.ctc import CTC
+from nemo2sherpa.families.onnx_asr import ONNX_ASR_CTC, ONNX_ASR_TRANSDUCER
 from nemo2sherpa.families.transducer import TRANSDUCER
 
-#: every family, the preferred first: a checkpoint that several can export gets the first by default
-FAMILIES: dict[str, Family] = {family.name: family for family in (TRANSDUCER, CTC)}
-#: what `convert --decoder` accepts besides a family's name
+#: layout -> its families by name, the preferred first: a checkpoint that several can export gets the first by default
+LAYOUTS: dict[str, dict[str, Family]] = {
+    DEFAULT_LAYOUT: {family.name: family for family in (TRANSDUCER, CTC)},
+    "onnx-asr": {family.name: family for family in (ONNX_ASR_TRANSDUCER, ONNX_ASR_CTC)},
+}
+#: the sherpa-onnx layout's families: the ones validate and publish run, and that a directory's files identify
+FAMILIES: dict[str, Family] = LAYOUTS[DEFAULT_LAYOUT]
+#: what `convert --decoder` accepts besides a branch's name
 BOTH = "both"
 
-__all__ = ["BOTH", "FAMILIES", "Family", "FamilyFiles", "ModelSpec", "Role", "families_for", "family_named",
-           "family_of_files"]
+__all__ = ["BOTH", "DEFAULT_LAYOUT", "FAMILIES", "LAYOUTS", "Family", "FamilyFiles", "ModelSpec", "Role", "branches",
+           "families_for", "family_named", "family_of_files", "registered_family"]
+
+
+def branches() -> list[str]:
+    """The decoder branches `convert --decoder` can name, over every layout."""
+    return list(dict.fromkeys(family.branch for layout in LAYOUTS.values() for family in layout.values()))
+
+
+def registered_family(name: str) -> Family | None:
+    """Any layout's family of this name (a manifest names it), or None."""
+    return next((layout[name] for layout in LAYOUTS.values() if name in layout), None)
 
 
 def family_named(name: str) -> Family:
+    """The sherpa-onnx family of this name, for validate, publish and the sherpa-onnx runtime: another layout's family
+    is refused here with its one line (those commands run sherpa-onnx directories only)."""
     family = FAMILIES.get(name)
+    if family is not None:
+        return family
+    other = registered_family(name)
+    if other is not None:
+        raise UserError(other.unserved or f"{other.title}: not a sherpa-onnx model")
+    raise UserError(f"unknown model family {name!r}; nemo2sherpa knows {', '.join(FAMILIES)}")
+
+
+def layout_families(layout: str) -> dict[str, Family]:
+    families = LAYOUTS.get(layout)
+    if families is None:
+        raise UserError(f"unknown layout {layout!r}; nemo2sherpa writes {', '.join(LAYOUTS)}")
+    return families
+
+
+def families_for(facts: ModelFacts, decoder: str | None, source: Path | str,
+                 layout: str = DEFAULT_LAYOUT) -> list[Family]:
+    """The families of a layout to export for a checkpoint: its first branch (decoder None), the one named, or every
+    one it has (`both`); a one-line refusal naming the checkpoint when what was asked cannot be exported.
+
+    Which branches a checkpoint has is what the sherpa-onnx families can export; a layout's family may still refuse
+    one of them (onnx-asr computes only some features), and then says why."""
+    members = layout_families(layout)
+    present = [family for family in FAMILIES.values() if family.refusal(facts) is None]
+    if decoder is None:
+        if not present:
+            raise UserError.about(source, f"{facts.model_class}: no family of nemo2sherpa can export it")
+        wanted, asked = [present[0].branch], f"--layout {layout}"
+    elif decoder == BOTH:
+        if len(present) < 2:
+            raise UserError.about(source, f"--decoder both needs a hybrid model; {facts.model_class} has only "
+                                          f"{present[0].title if present else 'no exportable decoder'}")
+        wanted, asked = [family.branch for family in present], "--decoder both"
+    else:
+        wanted, asked = [decoder], f"--decoder {decoder}"
+    chosen = [_branch_family(members, branch, layout, source) for branch in wanted]
+    for family in chosen:
+        reason = family.refusal(facts)
+        if reason:
+            raise UserError.about(source, f"{asked}: {reason}")
+        if len(chosen) > 1 and family.alone:
+            raise UserError.about(source, f"{asked}: {family.alone}")
+    return chosen
+
+
+def _branch_family(members: dict[str, Family], branch: str, layout: str, source: Path | str) -> Family:
+    family = next((f for f in members.values() if f.branch == branch), None)
     if family is None:
-        raise UserError(f"unknown model family {name!r}; nemo2sherpa knows {', '.join(FAMILIES)}")
+        raise UserError.about(source, f"--decoder {branch}: the {layout} layout has no such decoder "
+                                      f"(it has {', '.join(f.branch for f in members.values())})")
     return family
 
 
-def families_for(facts: ModelFacts, decoder: str | None, source: Path | str) -> list[Family]:
-    """The families to export for a checkpoint: the first that can (decoder None), the one named, or every one
-    that can (`both`); a one-line refusal naming the checkpoint when what was asked cannot be exported."""
-    able = [family for family in FAMILIES.values() if family.refusal(facts) is None]
-    if decoder is None:
-        if not able:
-            raise UserError.about(source, f"{facts.model_class}: no family of nemo2sherpa can export it")
-        return able[:1]
-    if decoder == BOTH:
-        if len(able) < 2:
-            raise UserError.about(source, f"--decoder both needs a hybrid model; {facts.model_class} has only "
-                                          f"{able[0].title if able else 'no exportable decoder'}")
-        return able
-    family = family_named(decoder)
-    reason = family.refusal(facts)
-    if reason:
-        raise UserError.about(source, f"--decoder {decoder}: {reason}")
-    return [family]
-
-
 def family_of_files(directory: Path, precision: str) -> Family | None:
-    """The family whose conventional files of this precision are in a directory without a manifest (someone else's
-    export), or None."""
+    """The sherpa-onnx family whose conventional files of this precision are in a directory without a manifest
+    (someone else's export), or None."""
     for family in FAMILIES.values():
         if all((directory / name).is_file() for name in family.files(precision).values()):
             return family

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any, Mapping, Protocol, Sequence
 
 import numpy as np
@@ -23,6 +23,10 @@ import numpy as np
 from nemo2sherpa.facts import ModelFacts
 
 PRECISIONS = ("fp32", "int8", "fp16")
+#: the directory layout a family writes unless it says otherwise: sherpa-onnx's, which validate and publish run
+DEFAULT_LAYOUT = "sherpa-onnx"
+#: the vocabulary file of the sherpa-onnx layout
+TOKENS_FILE = "tokens.txt"
 
 
 @dataclass(frozen=True)
@@ -113,6 +117,16 @@ class Family(ABC):
     title: str  # for people: "offline transducer (TDT/RNNT)"
     roles: tuple[Role, ...]
     sherpa_model_type: str  # what sherpa-onnx calls it (informational: --model-type, manifests)
+    layout: str = DEFAULT_LAYOUT  # the runtime whose directory layout it writes (convert --layout)
+    #: why validate and publish cannot run this family's directories (one line); None: they can
+    unserved: str | None = None
+    #: why this family needs a directory of its own (convert --decoder both refuses it); None: it can share one
+    alone: str | None = None
+
+    @property
+    def branch(self) -> str:
+        """The decoder of a checkpoint it exports, as `convert --decoder` names it: the same name in every layout."""
+        return self.name
 
     # ------------------------------------------------------------------------------------------------ files
 
@@ -127,6 +141,19 @@ class Family(ABC):
         """sherpa-onnx users' file names: encoder.onnx, encoder.int8.onnx, model.fp16.onnx, ..."""
         suffix = "" if precision == "fp32" else f".{precision}"
         return {role.name: f"{role.name}{suffix}.onnx" for role in self.roles}
+
+    def external_data_file(self, graph_file: str) -> str:
+        """The one file a graph's external weights live in: nemo2sherpa's '<stem>.weights' unless the layout's
+        runtime expects another name (a model hub fetches only the names it knows)."""
+        return PurePath(graph_file).with_suffix(".weights").name
+
+    def companion_files(self, facts: ModelFacts, pieces: Sequence[str]) -> dict[str, str]:
+        """The text files the runtime reads beside the graphs, name -> content (the vocabulary, a config): a family
+        decision, because each runtime names and shapes them its own way. sherpa-onnx reads tokens.txt, blank last.
+        `pieces`: the tokenizer's vocabulary, without the blank."""
+        from nemo2sherpa.tokens_txt import render_tokens
+
+        return {TOKENS_FILE: render_tokens(pieces)}
 
     # ------------------------------------------------------------------------------------- which checkpoints
 

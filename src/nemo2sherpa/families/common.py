@@ -88,3 +88,36 @@ def encoder_probes(module: Any, role: str, frames: Sequence[int], generator: Any
         outputs = run_export_forward(module, features, length)
         probes.append(Probe(role, f"{count} frames", flatten((features, length)), flatten(outputs)))
     return probes
+
+
+def offline_usage(constructor: str, arguments: Sequence[tuple[str, str, str]], flags: Sequence[str], *,
+                  sample_rate: int, provider_note: str) -> str:
+    """The card's Python and command-line blocks for one of sherpa-onnx's offline recognizers: `constructor` (e.g.
+    "from_transducer"), its keyword `arguments` as (name, Python literal, comment), and the `sherpa-onnx-offline`
+    flags that load the same files. Shared so that every family's card decodes a file the same way."""
+    lines = [f"    {name}={value},{f'  # {comment}' if comment else ''}" for name, value, comment in arguments]
+    lines += ["    num_threads=2,", f'    provider="cpu",  # {provider_note}']
+    command = " \\\n".join(["sherpa-onnx-offline", *[f"  {flag}" for flag in flags], "  --provider=cpu",
+                              "  --num-threads=2", "  speech.wav"])
+    return f"""### Python (sherpa-onnx)
+
+```python
+import sherpa_onnx
+import soundfile as sf
+
+recognizer = sherpa_onnx.OfflineRecognizer.{constructor}(
+""" + "\n".join(lines) + f"""
+)
+audio, sample_rate = sf.read("speech.wav", dtype="float32")  # {sample_rate} Hz mono expected
+stream = recognizer.create_stream()
+stream.accept_waveform(sample_rate, audio)
+recognizer.decode_stream(stream)
+print(stream.result.text)
+```
+
+### Command line (`sherpa-onnx-offline`)
+
+```bash
+{command}
+```
+"""

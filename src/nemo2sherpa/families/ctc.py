@@ -18,7 +18,7 @@ import numpy as np
 
 from nemo2sherpa.facts import ModelFacts
 from nemo2sherpa.families.base import Family, Hypothesis, ModelSpec, NemoOutput, Probe, Role
-from nemo2sherpa.families.common import common_metadata, dims, int_metadata, make_session
+from nemo2sherpa.families.common import common_metadata, dims, int_metadata, make_session, offline_usage
 
 REQUIRED_METADATA = ("vocab_size", "subsampling_factor")
 HYBRID_NOTE = "only the CTC branch is exported"
@@ -177,38 +177,12 @@ class CtcFamily(Family):
     def usage(self, files: Mapping[str, str], tokens: str, *, feature_dim: int, sample_rate: int,
               provider_note: str) -> str:
         model = files["model"]
-        return f"""### Python (sherpa-onnx)
-
-```python
-import sherpa_onnx
-import soundfile as sf
-
-recognizer = sherpa_onnx.OfflineRecognizer.from_nemo_ctc(
-    model="{model}",
-    tokens="{tokens}",
-    feature_dim={feature_dim},        # required: sherpa-onnx does not read it from the model
-    num_threads=2,
-    provider="cpu",                 # {provider_note}
-)
-audio, sample_rate = sf.read("speech.wav", dtype="float32")  # {sample_rate} Hz mono expected
-stream = recognizer.create_stream()
-stream.accept_waveform(sample_rate, audio)
-recognizer.decode_stream(stream)
-print(stream.result.text)
-```
-
-### Command line (`sherpa-onnx-offline`)
-
-```bash
-sherpa-onnx-offline \\
-  --nemo-ctc-model={model} \\
-  --tokens={tokens} \\
-  --feat-dim={feature_dim} \\
-  --provider=cpu \\
-  --num-threads=2 \\
-  speech.wav
-```
-"""
+        return offline_usage(
+            "from_nemo_ctc",
+            [("model", f'"{model}"', ""), ("tokens", f'"{tokens}"', ""),
+             ("feature_dim", str(feature_dim), "required: sherpa-onnx does not read it from the model")],
+            [f"--nemo-ctc-model={model}", f"--tokens={tokens}", f"--feat-dim={feature_dim}"],
+            sample_rate=sample_rate, provider_note=provider_note)
 
 
 CTC = CtcFamily()

@@ -30,6 +30,7 @@ from nemo2sherpa.families.common import (
     dims,
     int_metadata,
     make_session,
+    offline_usage,
     run_export_forward,
 )
 
@@ -324,43 +325,15 @@ class TransducerFamily(Family):
     def usage(self, files: Mapping[str, str], tokens: str, *, feature_dim: int, sample_rate: int,
               provider_note: str) -> str:
         encoder, decoder, joiner = files["encoder"], files["decoder"], files["joiner"]
-        return f"""### Python (sherpa-onnx)
-
-```python
-import sherpa_onnx
-import soundfile as sf
-
-recognizer = sherpa_onnx.OfflineRecognizer.from_transducer(
-    encoder="{encoder}",
-    decoder="{decoder}",
-    joiner="{joiner}",
-    tokens="{tokens}",
-    model_type="{MODEL_TYPE}",   # required: the default selects another model family
-    feature_dim={feature_dim},
-    num_threads=2,
-    provider="cpu",                 # {provider_note}
-)
-audio, sample_rate = sf.read("speech.wav", dtype="float32")  # {sample_rate} Hz mono expected
-stream = recognizer.create_stream()
-stream.accept_waveform(sample_rate, audio)
-recognizer.decode_stream(stream)
-print(stream.result.text)
-```
-
-### Command line (`sherpa-onnx-offline`)
-
-```bash
-sherpa-onnx-offline \\
-  --encoder={encoder} \\
-  --decoder={decoder} \\
-  --joiner={joiner} \\
-  --tokens={tokens} \\
-  --model-type={MODEL_TYPE} \\
-  --provider=cpu \\
-  --num-threads=2 \\
-  speech.wav
-```
-
+        return offline_usage(
+            "from_transducer",
+            [("encoder", f'"{encoder}"', ""), ("decoder", f'"{decoder}"', ""), ("joiner", f'"{joiner}"', ""),
+             ("tokens", f'"{tokens}"', ""),
+             ("model_type", f'"{MODEL_TYPE}"', "required: the default selects another model family"),
+             ("feature_dim", str(feature_dim), "")],
+            [f"--encoder={encoder}", f"--decoder={decoder}", f"--joiner={joiner}", f"--tokens={tokens}",
+             f"--model-type={MODEL_TYPE}"],
+            sample_rate=sample_rate, provider_note=provider_note) + f"""
 ### Rust ([sherpa-rs]({SHERPA_RS_URL}))
 
 With the `sherpa-rs` crate (0.6.8 or later: `TransducerConfig` has `model_type`; the `cuda` feature for `"cuda"`):

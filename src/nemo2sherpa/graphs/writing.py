@@ -179,3 +179,31 @@ def _captured_identity(tensor, graph: OnnxGraph) -> ArrayIdentity | None:
 def _all_referenced(placed: dict[ArrayIdentity, tuple[int, int]], tensors: list, graph: OnnxGraph) -> bool:
     referenced = {_captured_identity(tensor, graph) for tensor in tensors}
     return all(identity in referenced for identity in placed)
+
+
+# A written graph's external weights go to the one file its family names: nemo2sherpa writes '<stem>.weights',
+# onnx-asr's layout wants '<graph>.onnx.data', the name a Hub download of it fetches.
+def place_external_data(graph: Path, wanted: str) -> str | None:
+    """Move a written graph's one external-data file to `wanted` (beside it) and point the graph's tensors there.
+
+    Returns the name the data had, or None when there was nothing to move (weights inline, or already there). Only
+    the graph's structure is rewritten; the weights file is renamed, not copied."""
+    import onnx
+
+    if wanted == graph.with_suffix(".weights").name:  # what the writers write: nothing to move, nothing to read
+        return None
+    model = onnx.load(str(graph), load_external_data=False)
+    entries = [entry for tensor in graph_tensors(model.graph) for entry in tensor.external_data
+               if entry.key == "location"]
+    locations = {entry.value for entry in entries}
+    if not locations or locations == {wanted}:
+        return None
+    if len(locations) > 1:
+        raise RuntimeError(f"{graph.name}: weights in {len(locations)} external files, where one was written")
+    (previous,) = locations
+    os.replace(graph.parent / previous, graph.parent / wanted)
+    for entry in entries:
+        entry.value = wanted
+    graph.write_bytes(model.SerializeToString())
+    os.chmod(graph, FILE_MODE)
+    return previous

@@ -1,6 +1,7 @@
 """Precision variants beside the float32 reference (int8, fp16), written from the float32 graphs already in the
-directory, under the names sherpa-onnx users expect (encoder.int8.onnx, ..., model.fp16.onnx, ...), for each model
-family in the directory.
+directory, under the names the family's runtime expects (sherpa-onnx: encoder.int8.onnx, ..., model.fp16.onnx;
+onnx-asr: encoder-model.int8.onnx, decoder_joint-model.int8.onnx, model.int8.onnx), for each model family in the
+directory, external weights (if any) in the file the family names.
 
 - int8 (precision/int8.py): dynamic quantization like sherpa-onnx's published int8 models (QUInt8 encoder, QInt8
   decoder and joiner), the encoder streamed tensor by tensor (one file: about 1 GB for the 1.1B). A CPU variant:
@@ -40,10 +41,15 @@ def write_variants(directory: Path, family: Family, fp32: Variant, facts: ModelF
         with progress.stage(f"write {precision} variant of the {family.title}"):
             names = Variant(family.files(precision))
             try:
-                info = (_write_int8 if precision == "int8" else _write_fp16)(directory, family, fp32, names)
+                if precision == "int8":
+                    info = _write_int8(directory, family, fp32, names)
+                else:
+                    info = _write_fp16(directory, family, fp32, names, int(facts.architecture.mels or 80))
+                _place_external_data(directory, family, names)
             except Exception:
                 for name in (*names.files.values(), *(Path(n).with_suffix(".weights").name
-                                                      for n in names.files.values())):
+                                                      for n in names.files.values()),
+                             *(family.external_data_file(n) for n in names.files.values())):
                     (directory / name).unlink(missing_ok=True)
                 raise
         written[precision] = names
@@ -68,15 +74,24 @@ def _write_int8(directory: Path, family: Family, fp32: Variant, names: Variant) 
     return info
 
 
-def _write_fp16(directory: Path, family: Family, fp32: Variant, names: Variant) -> dict[str, Any]:
+def _place_external_data(directory: Path, family: Family, names: Variant) -> None:
+    """The writers name external weights '<stem>.weights'; a family whose runtime expects another name gets it."""
+    from nemo2sherpa.graphs.writing import place_external_data
+
+    for name in names.files.values():
+        place_external_data(directory / name, family.external_data_file(name))
+
+
+def _write_fp16(directory: Path, family: Family, fp32: Variant, names: Variant, mels: int) -> dict[str, Any]:
+    """`mels`: the model's feature size, for the range probe of the encoder (the checkpoint's, whatever metadata the
+    layout writes)."""
     import onnx
 
     from nemo2sherpa.precision.fp16 import convert_graph_fp16, encoder_feeds
 
     encoder_path = directory / fp32.files[family.encoder_role.name]
     structure = onnx.load(str(encoder_path), load_external_data=False)
-    metadata = {p.key: p.value for p in structure.metadata_props}
-    probe = encoder_feeds(structure, int(metadata.get("feat_dim", "80")))
+    probe = encoder_feeds(structure, mels)
     del structure
     info: dict[str, Any] = {}
     for role in family.roles:

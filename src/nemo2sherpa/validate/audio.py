@@ -18,6 +18,11 @@ from nemo2sherpa.errors import UserError
 
 AUDIO_KEYS = ("audio", "audio_filepath", "path")
 TEXT_KEYS = ("text", "transcript")
+#: The shortest clip validate accepts. FastConformer's encoder subsamples 10 ms feature frames by 8 and its exported
+#: graph needs at least two frames out: 9 frames in, which NeMo's preprocessor makes from 1440 samples at 16 kHz
+#: (0.09 s, measured with the bundled tiny-tdt-en: 1408 samples fail inside onnxruntime, 1440 pass). 0.1 s leaves a
+#: margin for sherpa-onnx's own feature extraction.
+MIN_SECONDS = 0.1
 
 
 @dataclass(frozen=True)
@@ -42,7 +47,8 @@ class Clip:
 def load_audio(path: Path, sample_rate: int = 16000) -> np.ndarray:
     """Mono float32 at `sample_rate`: any rate (resampled with soxr), any channel count (averaged), any sample format
     and container libsndfile reads (WAV 8/16/24/32-bit and float, FLAC, OGG Vorbis/Opus, ...). Refused, in one line
-    naming the file: unreadable or empty files, NaN or infinite samples."""
+    naming the file: unreadable or empty files, NaN or infinite samples, clips shorter than MIN_SECONDS (the encoder
+    cannot run on them, and the failure deep inside onnxruntime would be blamed on the model)."""
     import soundfile as sf
     import soxr
 
@@ -68,6 +74,9 @@ def load_audio(path: Path, sample_rate: int = 16000) -> np.ndarray:
     mono = np.ascontiguousarray(mono, dtype=np.float32)
     if mono.size == 0:
         raise UserError.about(path, f"holds too few samples to resample from {rate} Hz to {sample_rate} Hz")
+    if mono.size < round(MIN_SECONDS * sample_rate):
+        raise UserError.about(path, f"is {mono.size / sample_rate:.3f} s long; validate needs clips of at least "
+                                    f"{MIN_SECONDS} s (the encoder needs enough feature frames for its subsampling)")
     return mono
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -28,26 +29,17 @@ class NemoReference:
         """manifest: the export's; when its attention was changed at conversion (--attention local), NeMo is switched
         to that same attention so that it is the reference for what was exported. family: which exported model
         NeMo is the reference for (families.Family; default: the transducer)."""
-        import pickle
-
         import torch
 
-        from nemo2sherpa.checkpoint.loading import quiet_nemo, vet_checkpoint, weights_only_everywhere
-        from nemo2sherpa.errors import UserError
+        from nemo2sherpa.checkpoint.loading import quiet_nemo, vet_checkpoint
 
         if threads:
             torch.set_num_threads(threads)
         # NeMo's restore_from is the independent reference, but the checkpoint is still untrusted: the same checks as
-        # convert, and torch forced to its tensors-only loader for NeMo's own torch.load.
-        vet_checkpoint(Path(checkpoint))
-        with quiet_nemo(), weights_only_everywhere():
-            from nemo.collections.asr.models import ASRModel
-
-            try:
-                self.model = ASRModel.restore_from(str(checkpoint), map_location="cpu")
-            except pickle.UnpicklingError as exc:
-                raise UserError.about(checkpoint, "model_weights.ckpt holds more than tensors; refusing to unpickle "
-                                                  f"it ({str(exc).splitlines()[0][:200]})") from None
+        # convert, NeMo given the checked config instead of re-reading the archive's, and torch forced to its
+        # tensors-only loader for NeMo's own torch.load.
+        config = vet_checkpoint(Path(checkpoint))
+        self.model = _restore(Path(checkpoint), config)
         self.model.eval()
         if manifest is not None:
             from nemo2sherpa.validate.long_audio import apply_reference_attention
@@ -114,3 +106,38 @@ class NemoReference:
             f = torch.from_numpy(np.ascontiguousarray(frame, dtype=np.float32))[None, None]
             g = torch.from_numpy(np.ascontiguousarray(decoder_output, dtype=np.float32))[None, None]
             return self.model.joint.joint(f, g)[0, 0, 0].numpy().copy()
+
+
+def _restore(checkpoint: Path, config: dict) -> Any:
+    """NeMo's restore_from on the checked config, every failure one line naming the checkpoint: NeMo's own refusal of
+    what it cannot build would otherwise end validate in a hundred-line traceback (and NeMo logs that traceback as an
+    error before raising, hence CRITICAL)."""
+    import logging
+    import pickle
+
+    from omegaconf import OmegaConf
+
+    from nemo2sherpa.checkpoint.loading import (
+        model_class,
+        quiet_nemo,
+        torch_reason,
+        unbuildable,
+        weights_only_everywhere,
+    )
+    from nemo2sherpa.errors import UserError
+
+    with quiet_nemo(logging.CRITICAL), weights_only_everywhere():
+        try:
+            # the config's own class, not ASRModel: NeMo falls back to the calling class when the named one fails to
+            # build, and would then report the fallback's error (an abstract class) instead of the real one
+            return model_class(config).restore_from(str(checkpoint), override_config_path=OmegaConf.create(config),
+                                                    map_location="cpu")
+        except pickle.UnpicklingError as exc:
+            raise UserError.about(checkpoint, "model_weights.ckpt holds more than tensors; refusing to unpickle it "
+                                              f"({torch_reason(str(exc))})") from None
+        except UserError:
+            raise
+        except MemoryError:
+            raise UserError.about(checkpoint, "NeMo ran out of memory building or loading the model") from None
+        except Exception as exc:  # noqa: BLE001 - NeMo's refusal of a config or weights it cannot build or load
+            raise UserError.about(checkpoint, unbuildable(exc)) from None

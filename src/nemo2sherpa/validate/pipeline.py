@@ -41,6 +41,7 @@ class ValidateOptions:
     dataset: Path | None = None
     providers: tuple[str, ...] = ("cpu",)
     report_dir: Path | None = None
+    report_suffix: str = ""  # appended to the default report folder's name (validation-int8/ beside validation/)
     variant: str | None = None
     family: str | None = None  # which of the directory's model families (default: its first)
     threads: int = 2
@@ -279,7 +280,7 @@ def validate(options: ValidateOptions, progress: Progress | None = None) -> Vali
     if options.compare_with is not None and not options.compare_with.is_dir():
         raise UserError.about(options.compare_with, "--compare-with needs a model directory")
     model = open_model_dir(options.directory, options.variant, options.family)
-    report_dir = options.report_dir or model.directory / report_dir_name(model)
+    report_dir = options.report_dir or model.directory / (report_dir_name(model) + options.report_suffix)
     checks: dict[str, CheckResult] = {}
 
     with progress.stage("check the sherpa-onnx contract"):

@@ -148,6 +148,8 @@ def render_markdown(report: dict[str, Any]) -> str:
                 cells.append(compact(bucket.get("cuda_speedup"), 2))
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
+        if speed.get("note"):
+            lines.append(f"Note: {speed['note']}.")
         nemo = speed.get("nemo_decode_seconds") or {}
         if nemo:
             lines.append("NeMo (PyTorch, CPU, the same threads, one run each after a warm-up): "
