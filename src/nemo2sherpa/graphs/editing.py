@@ -1,6 +1,6 @@
 """Editing an exported graph in place: the small toolkit the encoder rewrites (optimize_*) share.
 
-An OnnxGraph holds the graph without weight data and the weights beside it (lean_export): a name -> array dict,
+An OnnxGraph holds the graph without weight data and the weights beside it (lean.py): a name -> array dict,
 or the exporter's own files. The editor keeps both consistent: constants it adds go into the dict (written by
 write_graph like any captured weight), initializers that end up unused are dropped from the graph and the dict
 (their memory is freed when nothing else holds them), and arrays are read from wherever the export left them.

@@ -1,5 +1,5 @@
 """Shared by the int8 and fp16 passes: read a written float32 graph tensor by tensor, rewrite its nodes, and write
-the result with the same writer as the fp32 graphs (onnx_files.write_graph: metadata, one external-data file only
+the result with the same writer as the fp32 graphs (graphs.writing.write_graph: metadata, one external-data file only
 when the weights reach the threshold, 0644, hashed while written).
 
 Memory: the graph is loaded without its weights (the structure of a 1.1B encoder is about 1.5 MB); an external

@@ -2,7 +2,7 @@
 
 Writing the 1.1B encoder's 4.3 GB is bound by the disk (8-10 s on an ordinary one) and the TorchScript export of
 the same encoder by one CPU core (8 s); one after the other they were two thirds of a conversion. Most of the bytes
-are known before the export starts: the pre-transposed linear weights (lean_export) and the pointwise convolutions
+are known before the export starts: the pre-transposed linear weights (lean.py) and the pointwise convolutions
 are exactly the arrays the exporter later hands over as initializers, same memory, no copy. So they are queued
 here as each is ready, and a background thread writes them into '<graph>.weights' during the export. write_graph
 then points each initializer that is one of these arrays (same address, shape and dtype) at its place in the file

@@ -2,7 +2,7 @@
 files readable by everyone, the weights hashed as they are written.
 
 Each tensor is written once, straight into '<graph>.weights' (page-aligned, so onnxruntime can map it), from wherever
-the export left it: the captured parameter arrays (see lean_export), or the exporter's own files when the capture
+the export left it: the captured parameter arrays (see lean.py), or the exporter's own files when the capture
 was not available. Memory holds one tensor at a time beyond what the caller already has.
 """
 

@@ -32,7 +32,7 @@ def export_graphs(family: Family, modules: dict[str, Any], scratch: Path,
                   on_graph: Callable[[str], Any] | None = None,
                   on_linear: Callable[[str, Any], None] | None = None) -> dict[str, OnnxGraph]:
     """Export each role's module (family.export_modules), each with its weights held for write_graph (see
-    lean_export). on_linear(path, module) sees each pre-transposed linear layer before the export starts."""
+    export/lean.py). on_linear(path, module) sees each pre-transposed linear layer before the export starts."""
     import torch
 
     exported = {}

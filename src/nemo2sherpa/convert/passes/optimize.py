@@ -45,7 +45,7 @@ def optimize_encoder(graph: OnnxGraph, only: tuple[str, ...] = REWRITES) -> tupl
     `only` selects rewrites by name (benchmarks measure them one by one); the default applies them all."""
     if _has_subgraphs(graph.model.graph):  # nothing NeMo exports for these encoders; not worth handling
         return graph, {"optimizations": []}
-    # The structure is small (the weights are beside it, see lean_export), so it is kept to fall back to; not when
+    # The structure is small (the weights are beside it, see export/lean.py), so it is kept to fall back to; not when
     # the exporter's fallback wrote a small model with its weights inline (then a failure is raised, as is).
     model_backup = _copy_model(graph.model) if graph.model.ByteSize() <= BACKUP_LIMIT else None
     tensors_backup = dict(graph.tensors)
