@@ -266,3 +266,28 @@ def test_several_audio_files_after_one_audio_option(fixture_dir, fixture_recipe,
     assert report["audio"]["utterances"] == 2
     stray = run_cli(["validate", fixture_dir, files[0], "-q"], capsys)
     assert stray.code == 2 and "audio files go after --audio" in stray.err
+
+
+def test_validate_says_its_plan_and_progress_inside_the_long_step(fixture_dir, fixture_recipe, tmp_path, capsys):
+    ran = run_cli(["validate", fixture_dir, "--speed-lengths", "2,5", "--repeats", "1", "--no-long-audio",
+                   "--report-dir", tmp_path / "r"], capsys)
+    assert ran.code == 0, ran.out
+    plan = next(line for line in ran.err.splitlines() if line.startswith("plan: "))
+    assert "s of audio through sherpa-onnx" in plan and "--no-long-audio" in plan
+    progress = [line for line in ran.err.splitlines() if " decodes (" in line]
+    clips = len(fixture_recipe.dataset_path().read_text().splitlines())
+    expected = clips + 2 * (1 + 1)  # each clip once, each of the 2 lengths after a warm-up
+    assert progress and progress[-1].strip().startswith(f"{expected}/{expected} decodes")
+
+
+def test_a_long_input_that_would_not_fit_the_machine_is_skipped_with_the_reason(fixture_dir, tmp_path, capsys,
+                                                                                monkeypatch):
+    """The decision, on the real estimate for the fixture's 450 s input, against a machine of 1 GB."""
+    from nemo2sherpa.validate import pipeline
+
+    monkeypatch.setattr(pipeline, "physical_memory_bytes", lambda: 10**9)
+    ran = run_cli(["validate", fixture_dir, "--no-speed", "--report-dir", tmp_path / "r", "-q"], capsys)
+    assert ran.code == 0, ran.out
+    long = json.loads((tmp_path / "r" / "report.json").read_text())["checks"]["long_audio"]
+    assert long["status"] == "skipped" and "would need about" in long["reason"] and "this machine has 1 GB" in \
+        long["reason"]
