@@ -72,6 +72,7 @@ def physical_memory_bytes() -> int | None:
 
 def describe(estimate: Estimate) -> str:
     memory = f"; the long input about {estimate.long_input_gb:.1f} GB" if estimate.long_input_gb else ""
-    return (f"plan: {estimate.audio_seconds:.0f} s of audio through sherpa-onnx, roughly {estimate.minutes:.0f} min"
+    duration = "under a minute" if estimate.minutes < 1 else f"roughly {estimate.minutes:.0f} min"
+    return (f"plan: {estimate.audio_seconds:.0f} s of audio through sherpa-onnx, {duration}"
             f"{memory} (a rough estimate from the model's size; --no-speed, fewer --speed-lengths and "
             "--no-long-audio shorten it)")
