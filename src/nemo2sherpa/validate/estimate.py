@@ -41,8 +41,7 @@ def parameters(model: ModelDir) -> float:
     return total / 4.0
 
 
-def long_input_gigabytes(model: ModelDir, seconds: float) -> float:
-    params = parameters(model)
+def long_input_gigabytes(model: ModelDir, seconds: float, params: float) -> float:
     weights = params * 4
     manifest = model.manifest
     heads = manifest.model.architecture.attention_heads if manifest is not None else None
@@ -54,12 +53,13 @@ def long_input_gigabytes(model: ModelDir, seconds: float) -> float:
 
 def estimate(model: ModelDir, clip_seconds: float, speed_seconds: float, repeats: int, providers: int,
              threads: int, long_seconds: float | None) -> Estimate:
+    params = parameters(model)
     decoded = providers * (clip_seconds + speed_seconds * (repeats + 1)) + (long_seconds or 0.0)
-    per_second = SECONDS_PER_AUDIO_SECOND_PER_BILLION * parameters(model) / 1e9 * 2 / max(threads, 1)
+    per_second = SECONDS_PER_AUDIO_SECOND_PER_BILLION * params / 1e9 * 2 / max(threads, 1)
     # the graphs and NeMo decode the long input once more each, and loading costs ~10 s per billion per process
     minutes = (decoded * per_second + 2 * (long_seconds or 0.0) * per_second
-               + 10 * parameters(model) / 1e9 * (providers + 1)) / 60
-    long_gb = long_input_gigabytes(model, long_seconds) if long_seconds else None
+               + 10 * params / 1e9 * (providers + 1)) / 60
+    long_gb = long_input_gigabytes(model, long_seconds, params) if long_seconds else None
     return Estimate(audio_seconds=decoded, minutes=minutes, long_input_gb=long_gb)
 
 

@@ -94,13 +94,18 @@ class Context:
                                self.progress)
 
     @cached_property
+    def buckets(self) -> dict[str, Clip]:
+        """The audio of each speed length (speed.bucket_name -> clip), made once for every runtime timed on it."""
+        options = self.options
+        return speed.make_bucket_clips(self.clips, options.speed_lengths, self.sample_rate) \
+            if options.measure_speed else {}
+
+    @cached_property
     def runs(self) -> dict[str, SherpaRun]:
         """sherpa-onnx on each provider: every clip transcribed, every speed length timed (on CUDA only those a
         full-attention encoder can run there)."""
         options = self.options
-        buckets = speed.make_bucket_clips(self.clips, options.speed_lengths, self.sample_rate) \
-            if options.measure_speed else {}
-        return run_on_providers(self.model, self.clips, buckets, options.providers, threads=options.threads,
+        return run_on_providers(self.model, self.clips, self.buckets, options.providers, threads=options.threads,
                                 repeats=options.repeats, sample_rate=self.sample_rate, feature_dim=self.spec.feat_dim,
                                 cuda_limit_seconds=cuda_limit_seconds(self.model.manifest), progress=self.progress)
 
@@ -196,14 +201,14 @@ def _nemo_times(nemo, context: Context, buckets: list[dict[str, Any]]) -> dict[s
     it."""
     import time
 
-    clips = speed.make_bucket_clips(context.clips, [b["seconds"] for b in buckets], context.sample_rate)
+    lengths = [b["seconds"] for b in buckets]
     times: dict[str, float] = {}
-    with context.progress.stage(f"NeMo on the {len(clips)} speed lengths, once each"):
-        nemo.run(next(iter(clips.values())).audio)  # warm-up
-        for clip in clips.values():
+    with context.progress.stage(f"NeMo on the {len(lengths)} speed lengths, once each"):
+        nemo.run(context.buckets[speed.bucket_name(lengths[0])].audio)  # warm-up
+        for length in lengths:
             start = time.perf_counter()
-            nemo.run(clip.audio)
-            times[f"{clip.seconds:g}"] = round(time.perf_counter() - start, 4)
+            nemo.run(context.buckets[speed.bucket_name(length)].audio)
+            times[f"{length:g}"] = round(time.perf_counter() - start, 4)
     return times
 
 

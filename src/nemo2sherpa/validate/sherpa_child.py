@@ -264,7 +264,7 @@ def _high_water_mark() -> int | None:
 
 def _decode_all(request: SherpaRequest, run: SherpaRun, ort_runtime) -> None:
     """Load the recognizer and run every transcription and timing asked for, filling `run`."""
-    from nemo2sherpa.validate.sherpa_runner import recognizer_for
+    from nemo2sherpa.validate.sherpa_runner import recognizer_for, transcribe
 
     if request.runtime_library:
         info = ort_runtime.sherpa_runtime_info()
@@ -291,10 +291,7 @@ def _decode_all(request: SherpaRequest, run: SherpaRun, ort_runtime) -> None:
     report = _progress_writer(request, audio)
 
     def decode(samples: np.ndarray):
-        stream = recognizer.create_stream()
-        stream.accept_waveform(request.sample_rate, samples)
-        recognizer.decode_stream(stream)
-        return stream.result
+        return transcribe(recognizer, samples, request.sample_rate)
 
     for name in request.transcribe:
         start = time.perf_counter()
