@@ -46,7 +46,7 @@ class EchoFamily(Family):
     def nemo_output(self, model, encoded, encoded_length):
         raise NotImplementedError
 
-    def sherpa_recognizer(self, paths, tokens, *, provider, threads, sample_rate, feature_dim):
+    def runtime_recognizer(self, paths, tokens, *, provider, threads, sample_rate, feature_dim):
         raise NotImplementedError
 
     def usage(self, files, tokens, *, feature_dim, sample_rate, provider_note):

@@ -43,15 +43,12 @@ def registered_family(name: str) -> Family | None:
 
 
 def family_named(name: str) -> Family:
-    """The sherpa-onnx family of this name, for validate, publish and the sherpa-onnx runtime: another layout's family
-    is refused here with its one line (those commands run sherpa-onnx directories only)."""
-    family = FAMILIES.get(name)
-    if family is not None:
-        return family
-    other = registered_family(name)
-    if other is not None:
-        raise UserError(other.unserved or f"{other.title}: not a sherpa-onnx model")
-    raise UserError(f"unknown model family {name!r}; nemo2sherpa knows {', '.join(FAMILIES)}")
+    """The family of this name in any layout (manifests and reports record it)."""
+    family = registered_family(name)
+    if family is None:
+        known = ", ".join(name for layout in LAYOUTS.values() for name in layout)
+        raise UserError(f"unknown model family {name!r}; nemo2sherpa knows {known}")
+    return family
 
 
 def layout_families(layout: str) -> dict[str, Family]:
@@ -100,9 +97,12 @@ def _branch_family(members: dict[str, Family], branch: str, layout: str, source:
 
 
 def family_of_files(directory: Path, precision: str) -> Family | None:
-    """The sherpa-onnx family whose conventional files of this precision are in a directory without a manifest
-    (someone else's export), or None."""
-    for family in FAMILIES.values():
-        if all((directory / name).is_file() for name in family.files(precision).values()):
-            return family
+    """The family whose conventional files of this precision, vocabulary included, are in a directory without a
+    manifest (someone else's export), or None. The vocabulary tells the layouts apart where the graphs' names do not
+    (a CTC model.onnx beside tokens.txt is sherpa-onnx's, beside vocab.txt onnx-asr's)."""
+    for layout in LAYOUTS.values():
+        for family in layout.values():
+            names = [*family.files(precision).values(), family.tokens_file]
+            if all((directory / name).is_file() for name in names):
+                return family
     return None

@@ -118,8 +118,10 @@ class Family(ABC):
     roles: tuple[Role, ...]
     sherpa_model_type: str  # what sherpa-onnx calls it (informational: --model-type, manifests)
     layout: str = DEFAULT_LAYOUT  # the runtime whose directory layout it writes (convert --layout)
-    #: why validate and publish cannot run this family's directories (one line); None: they can
-    unserved: str | None = None
+    #: the runtime that loads this family's directories: validate decodes end to end with it, reports name it
+    runtime: str = "sherpa-onnx"
+    #: the vocabulary file beside the graphs
+    tokens_file: str = "tokens.txt"
     #: why this family needs a directory of its own (convert --decoder both refuses it); None: it can share one
     alone: str | None = None
 
@@ -215,14 +217,31 @@ class Family(ABC):
         none to give."""
         return None
 
+    def runtime_contract(self, directory: Path, metadata: Mapping[str, str], pieces: list[str],
+                         encoder_width: int | None, result) -> tuple[int | None, str]:
+        """What the runtime reads beside the graphs, checked (each problem through result.fail): the feature size
+        and the normalisation it will compute. sherpa-onnx reads them from the encoder's metadata (feat_dim,
+        normalize_type) and checks vocab_size against tokens.txt."""
+        from nemo2sherpa.families.common import sherpa_runtime_contract
+
+        return sherpa_runtime_contract(metadata, pieces, encoder_width, self.encoder_role.name, result)
+
+    def runtime_max_symbols(self, spec: ModelSpec) -> int | None:
+        """The most tokens the runtime's own greedy search emits on one frame, where it differs from NeMo's limit;
+        None: the same as NeMo's (or no such limit)."""
+        return None
+
     @abstractmethod
-    def sherpa_recognizer(self, paths: Mapping[str, Path], tokens: Path, *, provider: str, threads: int,
-                          sample_rate: int, feature_dim: int):
-        """A sherpa_onnx.OfflineRecognizer for the files (imports sherpa_onnx)."""
+    def runtime_recognizer(self, paths: Mapping[str, Path], tokens: Path, *, provider: str, threads: int,
+                           sample_rate: int, feature_dim: int):
+        """The runtime's recognizer for the files: a sherpa_onnx.OfflineRecognizer (imports sherpa_onnx), or an object
+        whose transcribe(audio, sample_rate) gives text, tokens and timestamps (another runtime)."""
 
     # ----------------------------------------------------------------------------------------------- publish
 
     @abstractmethod
     def usage(self, files: Mapping[str, str], tokens: str, *, feature_dim: int, sample_rate: int,
-              provider_note: str) -> str:
-        """Markdown: how to load these files with sherpa-onnx (Python, command line, Rust), paths as given."""
+              provider_note: str, metadata: Mapping[str, str] | None = None, variants: Sequence[str] = ()) -> str:
+        """Markdown: how to load these files with the family's runtime (Python, command line, ...), paths as given.
+        `metadata` (the manifest's record of the family) and `variants` (its precisions) let it name what the
+        directory holds."""

@@ -4,7 +4,7 @@ for graph-level decoding, and the PyTorch side of probing an exported encoder.""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -40,6 +40,28 @@ def int_metadata(metadata: dict[str, str], key: str, result) -> int | None:
     except ValueError:
         result.fail(f"metadata {key}={metadata[key]!r} is not an integer")
         return None
+
+
+def sherpa_runtime_contract(metadata: Mapping[str, str], pieces: list[str], encoder_width: int | None,
+                            encoder_role: str, result) -> tuple[int | None, str]:
+    """sherpa-onnx's reading of a NeMo directory: feat_dim and normalize_type from the encoder's metadata, the
+    vocabulary size (without blank) against tokens.txt, whose last token must be the blank."""
+    from nemo2sherpa.tokens_txt import BLANK
+
+    feat_dim = int_metadata(dict(metadata), "feat_dim", result)
+    normalize = metadata.get("normalize_type", "")
+    if normalize not in SHERPA_NORMALIZE_TYPES:
+        result.fail(f"metadata normalize_type={normalize!r}; sherpa-onnx implements only per_feature and none")
+    scratch = type(result)("scratch")  # the family names a bad vocab_size itself
+    vocab_size = int_metadata(dict(metadata), "vocab_size", scratch)
+    if pieces and vocab_size is not None:
+        if len(pieces) != vocab_size + 1:
+            result.fail(f"tokens.txt has {len(pieces)} tokens; vocab_size {vocab_size} + blank needs {vocab_size + 1}")
+        elif pieces[-1] != BLANK:
+            result.fail(f"tokens.txt's last token is {pieces[-1]!r}, not {BLANK}")
+    if feat_dim is not None and encoder_width is not None and encoder_width != feat_dim:
+        result.fail(f"feat_dim={feat_dim} in the metadata, but the {encoder_role} takes {encoder_width} features")
+    return feat_dim, normalize
 
 
 def dims(value_info) -> list[Any]:

@@ -157,8 +157,8 @@ class CtcFamily(Family):
                     "right after the last word loses it, trailing silence (80 ms or more) keeps it")
         return None
 
-    def sherpa_recognizer(self, paths: Mapping[str, Path], tokens: Path, *, provider: str, threads: int,
-                          sample_rate: int, feature_dim: int):
+    def runtime_recognizer(self, paths: Mapping[str, Path], tokens: Path, *, provider: str, threads: int,
+                           sample_rate: int, feature_dim: int):
         import sherpa_onnx
 
         return sherpa_onnx.OfflineRecognizer.from_nemo_ctc(
@@ -175,7 +175,7 @@ class CtcFamily(Family):
                                 "from the model)")]
 
     def usage(self, files: Mapping[str, str], tokens: str, *, feature_dim: int, sample_rate: int,
-              provider_note: str) -> str:
+              provider_note: str, metadata: Mapping[str, str] | None = None, variants: Sequence[str] = ()) -> str:
         model = files["model"]
         return offline_usage(
             "from_nemo_ctc",

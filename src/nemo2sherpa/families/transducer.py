@@ -62,6 +62,12 @@ def expected_joiner_width(vocab_size: int, tdt: bool, num_durations: int) -> int
     return vocab_size + 1 + (num_durations if tdt else 0)
 
 
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    """Over the whole vector, in float64, as NeMo's CPU joint applies it (tokens and durations together)."""
+    shifted = logits.astype(np.float64) - np.max(logits)
+    return shifted - np.log(np.sum(np.exp(shifted)))
+
+
 class GraphTransducer:
     """encoder/decoder/joiner sessions plus the few facts greedy decoding needs; follows NeMo's greedy rules (up
     to `max_symbols` tokens per frame; TDT: the duration head's argmax is the frame skip, a blank never skips less
@@ -138,6 +144,9 @@ class GraphTransducer:
 
 class TransducerFamily(Family):
     name = "transducer"
+    #: the graphs that hold the prediction network and the joint, as blame names them (one fused graph may hold both)
+    prediction_graph = "decoder"
+    joint_graph = "joiner"
     title = "offline transducer (TDT/RNNT)"
     roles = (Role("encoder", holds_encoder=True), Role("decoder"), Role("joiner"))
     sherpa_model_type = MODEL_TYPE
@@ -278,30 +287,42 @@ class TransducerFamily(Family):
 
     def blame(self, decoder: GraphTransducer, reference, nemo, tolerance: float) -> Blame | None:
         """Walk NeMo's token path with PyTorch and ONNX side by side; the first graph whose output drifts is
-        blamed."""
+        blamed (a family whose one graph holds both the prediction network and the joint compares the joint's
+        output only, and blames that graph)."""
+        fused = self.prediction_graph == self.joint_graph
         states = [np.zeros(decoder.state_shape, dtype=np.float32) for _ in range(2)]
         torch_state = nemo.initial_state()
         path = [decoder.blank, *reference.tokens[:20]]
         for step, token in enumerate(path):
             onnx_out, states = decoder.step(token, states)
             torch_out, torch_state = nemo.decoder_step(token, torch_state)
-            diff = float(np.max(np.abs(onnx_out.reshape(-1) - torch_out.reshape(-1))))
+            diff = 0.0 if fused else float(np.max(np.abs(onnx_out.reshape(-1) - torch_out.reshape(-1))))
             if diff > tolerance:
-                return Blame("decoder", f"prediction network output differs by {diff:.3g} after token {token} "
-                                        f"(step {step})")
+                return Blame(self.prediction_graph, f"prediction network output differs by {diff:.3g} after token "
+                                                    f"{token} (step {step})")
             frame = reference.encoded[:, min(step, reference.encoded.shape[1] - 1)]
             onnx_logits = decoder.joint_logits(frame, onnx_out)
             torch_logits = nemo.joint(frame, torch_out.reshape(-1))
             if onnx_logits.shape != torch_logits.shape:
-                return Blame("joiner", f"joiner gives {onnx_logits.shape[0]} logits, NeMo's joint "
-                                       f"{torch_logits.shape[0]}")
+                return Blame(self.joint_graph, f"{self.joint_graph} gives {onnx_logits.shape[0]} logits, NeMo's "
+                                               f"joint {torch_logits.shape[0]}")
+            # NeMo's joint log-softmaxes its output on CPU (RNNTJoint with log_softmax None), the exported joiner
+            # gives raw logits as sherpa-onnx wants them: compared after one log-softmax each (idempotent)
+            onnx_logits, torch_logits = log_softmax(onnx_logits), log_softmax(torch_logits)
             diff = float(np.max(np.abs(onnx_logits - torch_logits)))
             if diff > tolerance * max(1.0, float(np.max(np.abs(torch_logits)))):
-                return Blame("joiner", f"logits differ by {diff:.3g} (step {step})")
-        return Blame("decoder/joiner", "outputs agree within tolerance on NeMo's path; the difference is a near-tie")
+                return Blame(self.joint_graph, f"log-probabilities differ by {diff:.3g} after token {token} "
+                                               f"(step {step})")
+        after = self.joint_graph if fused else f"{self.prediction_graph}/{self.joint_graph}"
+        return Blame(after, "outputs agree within tolerance on NeMo's path; the difference is a near-tie")
 
-    def sherpa_recognizer(self, paths: Mapping[str, Path], tokens: Path, *, provider: str, threads: int,
-                          sample_rate: int, feature_dim: int):
+    def runtime_max_symbols(self, spec: ModelSpec) -> int | None:
+        """sherpa-onnx's offline NeMo greedy search allows 5 tokens per frame for TDT models (10 for RNNT, as NeMo's
+        default): offline-transducer-greedy-search-nemo-decoder.cc."""
+        return 5 if spec.is_tdt else None
+
+    def runtime_recognizer(self, paths: Mapping[str, Path], tokens: Path, *, provider: str, threads: int,
+                           sample_rate: int, feature_dim: int):
         """model_type must be given: the default selects icefall's transducer, and an empty one makes sherpa-onnx
         open the encoder once more just to read its metadata."""
         import sherpa_onnx
@@ -323,7 +344,7 @@ class TransducerFamily(Family):
                                 f"{'TDT' if facts.is_tdt else 'RNNT'}")]
 
     def usage(self, files: Mapping[str, str], tokens: str, *, feature_dim: int, sample_rate: int,
-              provider_note: str) -> str:
+              provider_note: str, metadata: Mapping[str, str] | None = None, variants: Sequence[str] = ()) -> str:
         encoder, decoder, joiner = files["encoder"], files["decoder"], files["joiner"]
         return offline_usage(
             "from_transducer",

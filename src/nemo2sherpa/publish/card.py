@@ -166,7 +166,7 @@ def _model(manifest: Manifest) -> str:
         ("encoder", f"FastConformer: {plural(arch.encoder_layers, 'layer')}, d_model {arch.d_model}, "
                     f"{plural(arch.attention_heads, 'attention head')} ({arch.attention}), "
                     f"subsampling x{arch.subsampling_factor}"),
-        ("vocabulary", f"{facts.vocab_size} tokens + blank (`tokens.txt`)"),
+        ("vocabulary", f"{facts.vocab_size} tokens + blank (`{family_named(manifest.default_family).tokens_file}`)"),
         ("input", f"{arch.mels} mel bins, {facts.sample_rate} Hz mono, normalisation `{facts.normalize or 'none'}`"),
         ("parameters", count(facts.parameters)),
     ]
@@ -194,8 +194,10 @@ def _files(plan: PublishPlan) -> str:
     external = sorted(set((manifest.export.get("external_data") or {}).values()))
     if external:
         lines.append(f"Keep {', '.join(f'`{n}`' for n in external)} next to the `.onnx` file(s): they hold the "
-                     f"weights (ONNX external data), which sherpa-onnx {MIN_SHERPA_ONNX_EXTERNAL_DATA} and later load "
-                     "from the model's directory.")
+                     "weights (ONNX external data), " + (
+                         f"which sherpa-onnx {MIN_SHERPA_ONNX_EXTERNAL_DATA} and later load from the model's directory."
+                         if family_named(manifest.default_family).runtime == "sherpa-onnx" else
+                         "which onnxruntime loads from the model's directory."))
         lines.append("")
     if plan.validation.files:
         lines.append("The validation report is in " + ", ".join(
@@ -222,8 +224,9 @@ def _usage(plan: PublishPlan, repo_id: str, revision: str) -> str:
         variant = record.variants.get("fp32") or next(iter(record.variants.values()))
         files = {role: f"{local}/{file}" for role, file in variant.files.items()}
         heading = f"### The {family.title} model\n\n" if len(manifest.families) > 1 else ""
-        blocks.append(heading + family.usage(files, f"{local}/tokens.txt", feature_dim=mels, sample_rate=rate,
-                                             provider_note=provider_note))
+        blocks.append(heading + family.usage(files, f"{local}/{family.tokens_file}", feature_dim=mels, sample_rate=rate,
+                                             provider_note=provider_note, metadata=record.metadata,
+                                             variants=list(record.variants)))
     return f"""## Usage
 
 Download (needs `huggingface_hub`):

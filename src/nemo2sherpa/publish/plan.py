@@ -17,6 +17,7 @@ from typing import Any
 
 from nemo2sherpa.confinement import is_plain_file_inside
 from nemo2sherpa.errors import UserError
+from nemo2sherpa.families import family_named
 from nemo2sherpa.licence import HOW, Licence, resolve_licence
 from nemo2sherpa.manifest import MANIFEST_NAME, Manifest, file_problems, read_manifest
 from nemo2sherpa.validation_report import (
@@ -32,7 +33,6 @@ from nemo2sherpa.validation_report import (
 VALIDATION_DIR = "validation"
 VALIDATION_FILES = (REPORT_JSON, REPORT_MD, PLOT, SEAL)  # what validate writes; nothing else there is published
 CARD_NAME = "README.md"
-TOKENS = "tokens.txt"
 
 
 @dataclass(frozen=True)
@@ -187,7 +187,7 @@ def _check_correspondence(path: Path, report: ValidationReport, directory: Path,
     if variant is None:
         raise UserError.about(path, f"validated variant {report.variant!r}, which {MANIFEST_NAME} does not have "
                                     f"(it has {', '.join(sorted(variants))})")
-    expected = {**variant.graph_files(), "tokens": TOKENS}
+    expected = {**variant.graph_files(), "tokens": family_named(family).tokens_file}
     if report.files != expected:
         raise UserError.about(path, f"validated files {_show(report.files)}, but variant {report.variant} of "
                                     f"this directory is {_show(expected)}")

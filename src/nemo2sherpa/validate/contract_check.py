@@ -13,10 +13,10 @@ from pathlib import Path
 from nemo2sherpa.confinement import outside_reason
 from nemo2sherpa.errors import UserError
 from nemo2sherpa.families import ModelSpec
-from nemo2sherpa.families.common import SHERPA_NORMALIZE_TYPES, dims, int_metadata
+from nemo2sherpa.families.common import dims
 from nemo2sherpa.graphs.tensors import graph_tensors
 from nemo2sherpa.manifest import file_problems
-from nemo2sherpa.tokens_txt import BLANK, parse_tokens
+from nemo2sherpa.tokens_txt import parse_tokens
 from nemo2sherpa.validate.model_dir import ModelDir
 from nemo2sherpa.validate.results import CheckResult
 
@@ -85,32 +85,20 @@ def check_contract(model: ModelDir) -> tuple[CheckResult, ModelSpec | None]:
     encoder_graph = graphs[model.family.encoder_role.name]
     metadata = {p.key: p.value for p in encoder_graph.metadata_props}
     result.details["metadata"] = metadata
-    feat_dim = int_metadata(metadata, "feat_dim", result)
-    normalize = metadata.get("normalize_type", "")
-    if normalize not in SHERPA_NORMALIZE_TYPES:
-        result.fail(f"metadata normalize_type={normalize!r}; sherpa-onnx implements only per_feature and none")
     try:  # named by file name only: reports get published, local paths must not leak into them
         pieces = parse_tokens(model.tokens.read_text(encoding="utf-8", errors="replace"), model.tokens.name)
     except UserError as exc:
         result.fail(str(exc))
         pieces = []
-    vocab_size = int_metadata(metadata, "vocab_size", CheckResult("scratch"))  # the family names a bad value
-    if pieces and vocab_size is not None:
-        if len(pieces) != vocab_size + 1:
-            result.fail(f"tokens.txt has {len(pieces)} tokens; vocab_size {vocab_size} + blank needs {vocab_size + 1}")
-        elif pieces[-1] != BLANK:
-            result.fail(f"tokens.txt's last token is {pieces[-1]!r}, not {BLANK}")
     encoder_in = dims(encoder_graph.graph.input[0])
-    encoder_width = encoder_in[1] if len(encoder_in) == 3 else None
-    if feat_dim is not None and isinstance(encoder_width, int) and encoder_width != feat_dim:
-        result.fail(f"feat_dim={feat_dim} in the metadata, but the {model.family.encoder_role.name} takes "
-                    f"{encoder_width} features")
-    result.details.update({"family": model.family.name, "encoder_input_width": encoder_width,
+    encoder_width = encoder_in[1] if len(encoder_in) == 3 and isinstance(encoder_in[1], int) else None
+    feat_dim, normalize = model.family.runtime_contract(model.directory, metadata, pieces, encoder_width, result)
+    result.details.update({"family": model.family.name, "runtime": model.family.runtime,
+                           "encoder_input_width": encoder_width,
                            "tokens": len(pieces)})
 
     spec = model.family.check_contract(graphs, pieces, model.manifest, result)
     if result.failed or spec is None:
         return result, None
-    spec = replace(spec, feat_dim=feat_dim or (encoder_width if isinstance(encoder_width, int) else 80),
-                   normalize_type=normalize)
+    spec = replace(spec, feat_dim=feat_dim or encoder_width or 80, normalize_type=normalize)
     return result, spec

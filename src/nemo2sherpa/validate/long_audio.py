@@ -292,20 +292,21 @@ def compare_exports(this: ModelDir, other_dir: Path, clips: Sequence[Clip], thre
     return check
 
 
-def _long_input_explained(graph: Mapping[str, Any], sherpa: Mapping[str, Any]) -> list[str]:
+def _long_input_explained(graph: Mapping[str, Any], sherpa: Mapping[str, Any], runtime: str) -> list[str]:
     """What the long-input figures mean, so that a large WER under "passed" is read rightly (explained, not judged)."""
     lines = ["Judged here: the graphs against NeMo on the whole input (encoder output within tolerance, token ids "
-             "equal), and that sherpa-onnx decodes it within the machine's memory. The WERs are shown, not judged."]
+             f"equal), and that {runtime} decodes it within the machine's memory. The WERs are shown, not judged."]
     to_nemo, to_truth = sherpa.get("wer_vs_nemo_percent"), sherpa.get("wer_vs_truth_percent")
     nemo_truth = sherpa.get("nemo_wer_vs_truth_percent")
-    if graph.get("tokens_equal_nemo") and isinstance(to_nemo, (int, float)) and to_nemo > 0:
+    if runtime == "sherpa-onnx" and graph.get("tokens_equal_nemo") and isinstance(to_nemo, (int, float)) \
+            and to_nemo > 0:
         lines.append(f"sherpa-onnx's text differs from NeMo's by {to_nemo:.3g}% while the graphs fed NeMo's features "
                      "give NeMo's token ids: the difference is in the features sherpa-onnx computes itself (see "
                      "docs/sherpa-onnx-contract.md), which flip near-ties more often on audio far longer than the "
                      "model was trained on.")
     if isinstance(to_truth, (int, float)) and isinstance(nemo_truth, (int, float)):
         lines.append(f"Against the reference text, NeMo itself scores {nemo_truth:.3g}% WER on this input: that "
-                     f"figure (and sherpa-onnx's {to_truth:.3g}%) measures the model on long audio, not the export.")
+                     f"figure (and {runtime}'s {to_truth:.3g}%) measures the model on long audio, not the export.")
     return [" ".join(lines), ""]
 
 
@@ -320,7 +321,8 @@ def markdown_lines(checks: Mapping[str, Any]) -> list[str]:
         sherpa = long.get("sherpa_onnx") or {}
         claimed = long.get("claimed_max_seconds")
         limit = "none in the graph" if claimed is None else f"{claimed:.0f} s"
-        header = ("| encoder max abs diff | token ids equal to NeMo | sherpa-onnx decode s | s per minute | "
+        runtime = (checks.get("contract") or {}).get("runtime") or "sherpa-onnx"
+        header = (f"| encoder max abs diff | token ids equal to NeMo | {runtime} decode s | s per minute | "
                   "peak RSS GB | WER vs NeMo | WER vs reference text |")
         lines += [f"## Long input ({long['seconds']:.0f} s, {kind} attention, claimed maximum {limit})", "",
                   header, "|---|---|---|---|---|---|---|",
@@ -329,7 +331,7 @@ def markdown_lines(checks: Mapping[str, Any]) -> list[str]:
                       significant(sherpa.get("decode_seconds")), significant(sherpa.get("decode_seconds_per_minute")),
                       significant(sherpa.get("peak_rss_gb")), significant(sherpa.get("wer_vs_nemo_percent"), "%"),
                       significant(sherpa.get("wer_vs_truth_percent"), "%")]) + " |", ""]
-        lines += _long_input_explained(graph, sherpa)
+        lines += _long_input_explained(graph, sherpa, runtime)
     compared = checks.get("attention") or {}
     if compared.get("status") in ("passed", "failed") and (compared.get("short") or compared.get("long")):
         lines += [f"## Against `{compared.get('other_directory')}` (same audio, sherpa-onnx on both)", "",

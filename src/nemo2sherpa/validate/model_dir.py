@@ -8,7 +8,7 @@ from pathlib import Path
 
 from nemo2sherpa.confinement import outside_reason
 from nemo2sherpa.errors import UserError
-from nemo2sherpa.families import FAMILIES, Family, family_named, family_of_files
+from nemo2sherpa.families import FAMILIES, LAYOUTS, Family, family_named, family_of_files
 from nemo2sherpa.manifest import Manifest, read_manifest
 
 
@@ -36,8 +36,8 @@ def open_model_dir(directory: Path, variant: str | None = None, family: str | No
         raise UserError.about(directory, "is not a directory")
     manifest = read_manifest(directory)
     if manifest is None and not _looks_like_a_model(directory):
-        raise UserError.about(directory, "is not a model directory: no manifest.json, no tokens.txt and no .onnx "
-                                         "file (nothing is written into it)")
+        raise UserError.about(directory, "is not a model directory: no manifest.json, no tokens.txt or vocab.txt "
+                                         "and no .onnx file (nothing is written into it)")
     chosen = _family(directory, manifest, family, variant)
     if manifest is not None:
         record = manifest.family(chosen.name)
@@ -55,19 +55,21 @@ def open_model_dir(directory: Path, variant: str | None = None, family: str | No
         if variant not in ("fp32", "int8", "fp16"):
             raise UserError.about(directory, f"has no {variant!r} variant")
         names = chosen.files(variant)
-    for name in [*(names[role.name] for role in chosen.roles), "tokens.txt"]:
+    for name in [*(names[role.name] for role in chosen.roles), chosen.tokens_file]:
         reason = outside_reason(directory, name)
         if reason:
             raise UserError.about(directory, f"{reason}; validate reads only files inside the model directory")
     graphs = {role.name: directory / names[role.name] for role in chosen.roles}
     return ModelDir(directory=directory, family=chosen, variant=variant, graphs=graphs,
-                    tokens=directory / "tokens.txt", manifest=manifest)
+                    tokens=directory / chosen.tokens_file, manifest=manifest)
 
 
 def _looks_like_a_model(directory: Path) -> bool:
     """Someone else's export is recognised by its vocabulary or any ONNX graph; an empty or unrelated directory is
     not, so that validate never writes a report into it."""
-    return (directory / "tokens.txt").exists() or any(path.suffix == ".onnx" for path in directory.iterdir())
+    vocabularies = {family.tokens_file for layout in LAYOUTS.values() for family in layout.values()}
+    return any((directory / name).exists() for name in vocabularies) or \
+        any(path.suffix == ".onnx" for path in directory.iterdir())
 
 
 def _family(directory: Path, manifest: Manifest | None, name: str | None, variant: str | None) -> Family:

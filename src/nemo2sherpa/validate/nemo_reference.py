@@ -99,7 +99,8 @@ class NemoReference:
         return output[0, 0].numpy().copy(), next_state
 
     def joint(self, frame: np.ndarray, decoder_output: np.ndarray) -> np.ndarray:
-        """Raw joint logits (no log-softmax) for one encoder frame and one decoder output."""
+        """NeMo's joint output for one encoder frame and one decoder output (log-softmaxed on CPU, as NeMo's joint
+        does when its config leaves log_softmax unset)."""
         import torch
 
         with torch.inference_mode():

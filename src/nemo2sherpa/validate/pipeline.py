@@ -14,8 +14,9 @@ from typing import Any, Callable
 
 from nemo2sherpa import __version__
 from nemo2sherpa.errors import UserError
+from nemo2sherpa.families.base import GraphDecoder
 from nemo2sherpa.progress import Progress
-from nemo2sherpa.validate import fidelity, speed, transcripts
+from nemo2sherpa.validate import fidelity, front_end_replay, speed, transcripts
 from nemo2sherpa.validate.audio import Clip, clips_from_files, read_dataset
 from nemo2sherpa.validate.checkpoint_lookup import NemoReferences, nemo_references, recipe_of
 from nemo2sherpa.validate.contract_check import ModelSpec, check_contract
@@ -53,6 +54,7 @@ class ValidateOptions:
     min_exact_match: float = transcripts.DEFAULT_MIN_EXACT_MATCH
     max_wer_vs_nemo: float = transcripts.DEFAULT_MAX_WER_VS_NEMO
     max_wer_vs_truth: float = transcripts.DEFAULT_MAX_WER_VS_TRUTH
+    max_front_end_cost: float = transcripts.DEFAULT_MAX_FRONT_END_COST
     min_provider_agreement: float = 1.0
     long_audio: bool = True
     compare_with: Path | None = None
@@ -117,6 +119,33 @@ class Context:
         return estimate(self.model, sum(c.seconds for c in self.clips), speed_seconds, options.repeats,
                         len(options.providers), options.threads, self.long_clip.seconds if self.long_clip else None)
 
+    @cached_property
+    def graphs(self) -> GraphDecoder:
+        """The directory's graphs run with onnxruntime, as the fidelity checks decode them."""
+        return self.model.family.graph_decoder(self.model.graphs, self.spec, threads=self.options.threads)
+
+    @property
+    def max_symbols(self) -> int:
+        """NeMo's greedy limit of tokens per frame (the checkpoint's own, else the directory's, else NeMo's
+        default)."""
+        nemo = self.references.nemo
+        return nemo.max_symbols if nemo is not None and nemo.max_symbols else \
+            (self.spec.max_symbols or fidelity.DEFAULT_MAX_SYMBOLS)
+
+    @cached_property
+    def front_end_texts(self) -> dict[str, str]:
+        """The graphs' text on sherpa-onnx's own features, for each clip where some provider's sherpa-onnx text
+        differs from NeMo's: what tells a front-end difference from a graph difference."""
+        refs = self.references
+        differing = [c for c in self.clips if c.name in refs.by_clip and any(
+            not transcripts.same_text(refs.by_clip[c.name].text, self.runs[p].transcripts[c.name]["text"])
+            for p in self.usable)]
+        if not differing or not front_end_replay.applies(self.model.family) or front_end_replay.available():
+            return {}
+        with self.progress.stage(f"replay sherpa-onnx's front end on {len(differing)} differing clip(s)"):
+            limit = self.model.family.runtime_max_symbols(self.spec) or self.max_symbols
+            return {c.name: front_end_replay.replay(self.graphs, self.spec, c, limit) for c in differing}
+
     @property
     def usable(self) -> list[str]:
         """The providers sherpa-onnx really ran on."""
@@ -124,7 +153,7 @@ class Context:
 
 
 def check_graph_fidelity(context: Context) -> CheckResult:
-    options, model, spec, refs = context.options, context.model, context.spec, context.references
+    options, model, refs = context.options, context.model, context.references
     if not refs.by_clip:
         return CheckResult.skipped("graph_fidelity", refs.reason or "no NeMo reference")
     tolerance = options.encoder_tolerance
@@ -134,11 +163,8 @@ def check_graph_fidelity(context: Context) -> CheckResult:
         # a quantized encoder differs from NeMo by design; its token ids are what must still agree
         tolerance = max(tolerance, VARIANT_ENCODER_TOLERANCE.get(model.variant, tolerance))
     with context.progress.stage("compare graphs with NeMo"):
-        graphs = model.family.graph_decoder(model.graphs, spec, threads=options.threads)
-        max_symbols = refs.nemo.max_symbols if refs.nemo is not None and refs.nemo.max_symbols else \
-            (spec.max_symbols or fidelity.DEFAULT_MAX_SYMBOLS)
-        results = [fidelity.compare_clip(c, refs.by_clip[c.name], graphs, model.family, max_symbols, tolerance,
-                                         refs.nemo)
+        results = [fidelity.compare_clip(c, refs.by_clip[c.name], context.graphs, model.family, context.max_symbols,
+                                         tolerance, refs.nemo)
                    for c in context.clips if c.name in refs.by_clip]
     check = fidelity.summarize(results, tolerance, refs.kind or "nemo", first=model.family.encoder_role.name)
     if refs.reason:
@@ -154,16 +180,23 @@ def check_providers_asked(context: Context) -> CheckResult:
 def check_transcripts(context: Context) -> CheckResult:
     usable, runs, refs = context.usable, context.runs, context.references
     if not usable:
-        return CheckResult.skipped("transcripts", "sherpa-onnx did not run on any provider")
+        return CheckResult.skipped("transcripts", f"{context.model.family.runtime} did not run on any provider")
     rows = [transcripts.TranscriptRow(
         name=c.name, seconds=c.seconds, truth=c.text,
         nemo=refs.by_clip[c.name].text if c.name in refs.by_clip else None,
-        sherpa={p: runs[p].transcripts[c.name]["text"] for p in usable}) for c in context.clips]
+        sherpa={p: runs[p].transcripts[c.name]["text"] for p in usable},
+        front_end=context.front_end_texts.get(c.name)) for c in context.clips]
     options = context.options
     random_weights = bool(context.model.manifest and context.model.manifest.random_weights)
-    return transcripts.evaluate(rows, usable, options.min_exact_match, options.max_wer_vs_nemo, refs.kind,
-                                explain=context.model.family.explain_transcript_difference,
-                                max_wer_vs_truth=None if random_weights else options.max_wer_vs_truth)
+    check = transcripts.evaluate(rows, usable, options.min_exact_match, options.max_wer_vs_nemo, refs.kind,
+                                 explain=context.model.family.explain_transcript_difference,
+                                 max_wer_vs_truth=None if random_weights else options.max_wer_vs_truth,
+                                 max_front_end_cost=options.max_front_end_cost)
+    check.details["runtime"] = context.model.family.runtime
+    unavailable = front_end_replay.available() if front_end_replay.applies(context.model.family) else None
+    if unavailable and any(u.get("nemo") is not None for u in check.details.get("utterances", [])):
+        check.details["front_end_note"] = unavailable
+    return check
 
 
 def check_speed(context: Context) -> CheckResult:
@@ -171,7 +204,7 @@ def check_speed(context: Context) -> CheckResult:
     if not options.measure_speed:
         return CheckResult.skipped("speed", "not requested (--no-speed)")
     if not context.usable:
-        return CheckResult.skipped("speed", "sherpa-onnx did not run")
+        return CheckResult.skipped("speed", f"{context.model.family.runtime} did not run")
     runs = context.runs
     check = speed.summarize(
         [speed.ProviderTimes(p, runs[p].load_seconds,
@@ -242,7 +275,8 @@ def check_long_audio(context: Context) -> CheckResult:
                                                  f"(estimated) and this machine has {memory / 1e9:.0f} GB; run it on a "
                                                  "larger machine, or convert with --attention local")
     refs = context.references
-    with context.progress.stage(f"long input: {clip.seconds:.0f} s through the graphs and sherpa-onnx"):
+    with context.progress.stage(f"long input: {clip.seconds:.0f} s through the graphs and "
+                                f"{context.model.family.runtime}"):
         return check_long_input(clip, context.model, context.spec, refs.by_clip.get(clip.name),
                                 max_symbols=refs.nemo.max_symbols if refs.nemo is not None else None,
                                 tolerance=options.encoder_tolerance, threads=options.threads,
@@ -288,7 +322,7 @@ def validate(options: ValidateOptions, progress: Progress | None = None) -> Vali
     report_dir = options.report_dir or model.directory / (report_dir_name(model) + options.report_suffix)
     checks: dict[str, CheckResult] = {}
 
-    with progress.stage("check the sherpa-onnx contract"):
+    with progress.stage(f"check the {model.family.runtime} contract"):
         checks["contract"], spec = check_contract(model)
     sample_rate = model.manifest.model.sample_rate if model.manifest else 16000
     with progress.stage("load audio"):

@@ -100,7 +100,8 @@ def render_markdown(report: dict[str, Any]) -> str:
 
     transcripts = checks.get("transcripts", {})
     if transcripts.get("providers"):
-        lines += ["## Transcripts through sherpa-onnx", "",
+        runtime = transcripts.get("runtime") or "sherpa-onnx"
+        lines += [f"## Transcripts through {runtime}", "",
                   "| provider | exact match with NeMo | WER vs NeMo | WER vs reference text |", "|---|---|---|---|"]
         for provider, figures in transcripts["providers"].items():
             lines.append(f"| {provider} | {rate(figures.get('exact_match_rate'))} | "
@@ -113,10 +114,13 @@ def render_markdown(report: dict[str, Any]) -> str:
                      if u.get("nemo") is not None and any(" ".join(t.split()) != " ".join(u["nemo"].split())
                                                           for t in u["sherpa"].values())]
         if differing:
-            lines += ["Utterances where sherpa-onnx and NeMo differ:", ""]
+            lines += _front_end_summary(transcripts)
+            lines += [f"Utterances where {runtime} and NeMo differ, and why:", ""]
             for u in differing[:20]:
+                causes = u.get("cause") or {}
                 lines.append(f"- `{u['name']}`: NeMo: \"{u['nemo']}\"; " +
-                             "; ".join(f"{p}: \"{t}\"" for p, t in u["sherpa"].items()))
+                             "; ".join(f"{p}: \"{t}\"" + (f" ({causes[p]})" if causes.get(p) else "")
+                                       for p, t in u["sherpa"].items()))
             lines.append("")
 
     providers = checks.get("providers", {})
@@ -235,7 +239,8 @@ def plot_decode_times(report: dict[str, Any], path: Path) -> Path | None:
     import matplotlib.pyplot as plt
 
     figure, axis = plt.subplots(figsize=(6.4, 4.0), dpi=100)
-    lines = {f"sherpa-onnx {p.upper()}": [(b["seconds"], b[p]["decode_seconds"]) for b in speed["buckets"] if p in b]
+    runtime = (report.get("checks", {}).get("contract") or {}).get("runtime") or "sherpa-onnx"
+    lines = {f"{runtime} {p.upper()}": [(b["seconds"], b[p]["decode_seconds"]) for b in speed["buckets"] if p in b]
              for p in ("cpu", "cuda")}
     lines["NeMo PyTorch CPU"] = [(float(s), t) for s, t in (speed.get("nemo_decode_seconds") or {}).items()]
     for (label, points), marker in zip(lines.items(), ("o", "s", "^")):
@@ -273,3 +278,23 @@ def verdict_lines(report: dict[str, Any]) -> list[str]:
     if report.get("not_proven"):
         lines += ["Not proven:", "", *[f"- {item}" for item in report["not_proven"]], ""]
     return lines
+
+
+def _front_end_summary(transcripts: dict) -> list[str]:
+    """One line per provider on who causes the differences: sherpa-onnx's front end (the graphs fed its features
+    give its text) or something else."""
+    lines = []
+    for provider, figures in transcripts.get("providers", {}).items():
+        if not figures.get("differing"):
+            continue
+        line = (f"- {provider}: {figures['differing']} difference(s) from NeMo; {figures.get('front_end_caused', 0)} "
+                "caused by sherpa-onnx's own front end (the exported graphs give sherpa-onnx's text when fed its "
+                "features, and NeMo's when fed NeMo's)")
+        if figures.get("unexplained"):
+            line += f"; {figures['unexplained']} not explained by it"
+        if figures.get("front_end_cost_points") is not None:
+            line += f"; it costs {figures['front_end_cost_points']:+.2f} WER points against the reference texts"
+        lines.append(line)
+    if transcripts.get("front_end_note"):
+        lines.append(f"- {transcripts['front_end_note']}")
+    return lines + [""] if lines else []

@@ -193,7 +193,7 @@ def run_on_providers(model, clips: list[Clip], buckets: dict[str, Clip], provide
         request = SherpaRequest.for_model(
             model, provider=provider, threads=threads, sample_rate=sample_rate, feature_dim=feature_dim,
             transcribe=[c.name for c in clips], speed=timed, repeats=repeats, runtime_library=library)
-        what = f"sherpa-onnx on {provider}: {len(clips)} clips" + \
+        what = f"{model.family.runtime} on {provider}: {len(clips)} clips" + \
             (f", {len(timed)} speed buckets x {repeats}" if timed else "")
         if progress is None:
             runs[provider] = run_sherpa(request, audio)

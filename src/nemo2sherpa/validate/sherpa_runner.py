@@ -1,4 +1,5 @@
-"""Run a model directory through sherpa-onnx itself, the way its users do: the family's own recognizer."""
+"""Run a model directory through its runtime itself (sherpa-onnx, or onnx-asr for that layout), the way its users
+do: the family's own recognizer."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ def recognizer_for(family: str, graphs: Mapping[str, str | Path], tokens: str | 
                    threads: int = 1, sample_rate: int = 16000, feature_dim: int = 80):
     """An OfflineRecognizer for a family's files (role -> path); by name, so a child process can build it from a
     request."""
-    return family_named(family).sherpa_recognizer({role: Path(p) for role, p in graphs.items()}, Path(tokens),
+    return family_named(family).runtime_recognizer({role: Path(p) for role, p in graphs.items()}, Path(tokens),
                                                   provider=provider, threads=threads, sample_rate=sample_rate,
                                                   feature_dim=feature_dim)
 
@@ -35,6 +36,10 @@ def make_recognizer(model, provider: str = "cpu", threads: int = 1, sample_rate:
 
 
 def transcribe(recognizer, audio: np.ndarray, sample_rate: int = 16000) -> SherpaResult:
+    """sherpa-onnx's result for the audio; a family whose runtime is another one (onnx-asr) gives a recognizer
+    with its own transcribe() returning the same three fields."""
+    if hasattr(recognizer, "transcribe"):
+        return recognizer.transcribe(np.ascontiguousarray(audio, dtype=np.float32), sample_rate)
     stream = recognizer.create_stream()
     stream.accept_waveform(sample_rate, np.ascontiguousarray(audio, dtype=np.float32))
     recognizer.decode_stream(stream)

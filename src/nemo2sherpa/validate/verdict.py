@@ -34,7 +34,8 @@ def judge(checks: dict[str, CheckResult], random_weights: bool = False) -> Verdi
     missing: list[str] = []
     contract = checks.get("contract")
     if contract is not None and contract.status == PASSED:
-        proven.append("the files meet sherpa-onnx's contract (names, inputs, outputs, metadata, vocabulary)")
+        runtime = contract.details.get("runtime", "sherpa-onnx")
+        proven.append(f"the files meet {runtime}'s contract (names, inputs, outputs, metadata, vocabulary)")
     fidelity = checks.get("graph_fidelity")
     if fidelity is not None and fidelity.status == PASSED:
         d = fidelity.details
@@ -44,20 +45,21 @@ def judge(checks: dict[str, CheckResult], random_weights: bool = False) -> Verdi
         missing.append(f"graph fidelity to NeMo: {fidelity.reason or 'not compared'}")
     transcripts = checks.get("transcripts")
     compared_with_nemo = False
+    runtime = (transcripts.details.get("runtime") if transcripts is not None else None) or "sherpa-onnx"
     if transcripts is not None and transcripts.status == PASSED:
         providers = transcripts.details.get("providers") or {}
         for provider, figures in providers.items():
             if figures.get("exact_match_rate") is not None:
                 compared_with_nemo = True
-                proven.append(f"sherpa-onnx on {provider} transcribes like NeMo: identical text on "
+                proven.append(f"{runtime} on {provider} transcribes like NeMo: identical text on "
                               f"{100 * figures['exact_match_rate']:.0f}% of clips, WER between them "
-                              f"{figures.get('wer_vs_nemo_percent')}%")
+                              f"{figures.get('wer_vs_nemo_percent')}%" + _front_end_share(figures))
             elif figures.get("wer_vs_truth_percent") is not None and \
                     transcripts.details.get("judged_against"):
-                proven.append(f"sherpa-onnx on {provider} transcribes the reference texts at WER "
+                proven.append(f"{runtime} on {provider} transcribes the reference texts at WER "
                               f"{figures['wer_vs_truth_percent']}% (no NeMo reference to compare with)")
         if not compared_with_nemo:
-            missing.append("sherpa-onnx's transcripts against NeMo's: no NeMo reference")
+            missing.append(f"{runtime}'s transcripts against NeMo's: no NeMo reference")
     if random_weights:
         missing.insert(0, "anything about text: the directory holds random weights (--random-weights), an "
                           "architecture stand-in")
@@ -70,3 +72,14 @@ def judge(checks: dict[str, CheckResult], random_weights: bool = False) -> Verdi
     else:
         verdict = UNPROVEN_VERDICT
     return Verdict(verdict=verdict, proven=proven, not_proven=missing)
+
+
+def _front_end_share(figures: dict) -> str:
+    """How many of the differences sherpa-onnx's own feature extraction causes, and what it costs."""
+    caused = figures.get("front_end_caused")
+    if not caused:
+        return ""
+    cost = figures.get("front_end_cost_points")
+    return (f"; {caused} of the {figures.get('differing')} differing clips come from sherpa-onnx's own front end "
+            "(the graphs give its text when fed its features)" +
+            (f", which costs {cost:+.2f} WER points against the reference texts" if cost is not None else ""))
