@@ -223,7 +223,7 @@ def _lengths(value: str) -> tuple[float, ...]:
               help="Transcripts: maximum WER (%) between sherpa-onnx and NeMo.")
 @click.option("--max-wer-vs-truth", type=click.FloatRange(min=0), default=20.0, show_default=True,
               help="Transcripts, when there is no NeMo reference: maximum WER (%) against the reference texts.")
-@click.option("--max-front-end-cost", type=click.FloatRange(min=0), default=1.0, show_default=True,
+@click.option("--max-front-end-cost", type=click.FloatRange(min=0), default=5.0, show_default=True,
               help="Transcripts: maximum WER points against the reference texts that sherpa-onnx's own front end "
                    "may add to NeMo's.")
 @click.option("--min-provider-agreement", type=click.FloatRange(0, 1), default=1.0, show_default=True,

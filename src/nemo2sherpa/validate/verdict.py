@@ -51,8 +51,8 @@ def judge(checks: dict[str, CheckResult], random_weights: bool = False) -> Verdi
         for provider, figures in providers.items():
             if figures.get("exact_match_rate") is not None:
                 compared_with_nemo = True
-                proven.append(f"{runtime} on {provider} transcribes like NeMo: identical text on "
-                              f"{100 * figures['exact_match_rate']:.0f}% of clips, WER between them "
+                proven.append(f"{runtime} on {provider} transcribes like NeMo within the thresholds: identical "
+                              f"text on {100 * figures['exact_match_rate']:.0f}% of clips, WER between them "
                               f"{figures.get('wer_vs_nemo_percent')}%" + _front_end_share(figures))
             elif figures.get("wer_vs_truth_percent") is not None and \
                     transcripts.details.get("judged_against"):
