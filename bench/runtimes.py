@@ -72,26 +72,13 @@ def load(runtime: str, path: Path, threads: int):
                                     providers=["CPUExecutionProvider"])
         return lambda audio: model.recognize(audio, sample_rate=16000)
     import torch
-    from nemo.collections.asr.models import ASRModel
 
-    from nemo2sherpa.checkpoint.loading import quiet_nemo
+    sys.path.insert(0, str(HERE))
+    from accuracy import Nemo  # the same NeMo greedy decode the accuracy figures use
 
     torch.set_num_threads(threads)
-    with quiet_nemo():
-        model = ASRModel.restore_from(str(path), map_location="cpu")
-    model.eval()
-
-    def decode(audio: np.ndarray) -> str:
-        with torch.inference_mode():
-            signal = torch.from_numpy(audio)[None]
-            features, length = model.preprocessor(input_signal=signal, length=torch.tensor([audio.size]))
-            encoded, encoded_length = model.encoder(audio_signal=features, length=length)
-            hypotheses = model.decoding.rnnt_decoder_predictions_tensor(encoder_output=encoded,
-                                                                        encoded_lengths=encoded_length)
-        first = hypotheses[0] if not isinstance(hypotheses, tuple) else hypotheses[0][0]
-        return getattr(first, "text", first)
-
-    return decode
+    nemo = Nemo(path)
+    return lambda audio: nemo.run(audio)[1]
 
 
 def child(runtime: str, path: Path, lengths: list[float], threads: int, repeats: int, dataset: Path) -> dict:

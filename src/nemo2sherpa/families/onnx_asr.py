@@ -197,13 +197,8 @@ class GraphDecoderJoint(GraphTransducer):
 
     def __init__(self, encoder: Path, decoder_joint: Path, vocab_size: int, durations: Sequence[int] = (),
                  pred_rnn_layers: int = 1, pred_hidden: int = 640, provider: str = "cpu", threads: int = 1) -> None:
-        self.encoder = make_session(encoder, provider, threads)
+        self._set_up(encoder, vocab_size, durations, pred_rnn_layers, pred_hidden, provider, threads)
         self.decoder_joint = make_session(decoder_joint, provider, threads)
-        self.vocab_size = int(vocab_size)
-        self.blank = self.vocab_size
-        self.durations = list(durations)
-        self.state_shape = (int(pred_rnn_layers), 1, int(pred_hidden))
-        self._encoder_inputs = [i.name for i in self.encoder.get_inputs()]
         width = next(i.shape[1] for i in self.decoder_joint.get_inputs() if i.name == FUSED_INPUTS[0])
         if not isinstance(width, int):
             width = self.encoder.get_outputs()[0].shape[1]

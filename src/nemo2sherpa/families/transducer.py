@@ -75,16 +75,22 @@ class GraphTransducer:
 
     def __init__(self, encoder: Path, decoder: Path, joiner: Path, vocab_size: int, durations: Sequence[int] = (),
                  pred_rnn_layers: int = 1, pred_hidden: int = 640, provider: str = "cpu", threads: int = 1) -> None:
-        self.encoder = make_session(encoder, provider, threads)
+        self._set_up(encoder, vocab_size, durations, pred_rnn_layers, pred_hidden, provider, threads)
         self.decoder = make_session(decoder, provider, threads)
         self.joiner = make_session(joiner, provider, threads)
+        self._decoder_inputs = [i.name for i in self.decoder.get_inputs()]
+        self._joiner_inputs = [i.name for i in self.joiner.get_inputs()]
+
+    def _set_up(self, encoder: Path, vocab_size: int, durations: Sequence[int], pred_rnn_layers: int,
+                pred_hidden: int, provider: str, threads: int) -> None:
+        """The encoder session and the facts greedy decoding needs, whichever graphs hold the prediction network
+        and the joint."""
+        self.encoder = make_session(encoder, provider, threads)
+        self._encoder_inputs = [i.name for i in self.encoder.get_inputs()]
         self.vocab_size = int(vocab_size)
         self.blank = self.vocab_size
         self.durations = list(durations)
         self.state_shape = (int(pred_rnn_layers), 1, int(pred_hidden))
-        self._decoder_inputs = [i.name for i in self.decoder.get_inputs()]
-        self._joiner_inputs = [i.name for i in self.joiner.get_inputs()]
-        self._encoder_inputs = [i.name for i in self.encoder.get_inputs()]
 
     def encode(self, features: np.ndarray) -> tuple[np.ndarray, int]:
         """features [mels, T] -> encoder output [D, T'] and its valid length."""
