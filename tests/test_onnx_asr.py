@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import re
 import shutil
 from pathlib import Path
@@ -259,7 +260,8 @@ def _blank_first(directory: Path) -> None:
     (_blank_first, "vocab.txt's last token is '<unk>', not <blk>"),
     (lambda directory: (directory / "config.json").unlink(), "config.json: is missing"),
     (lambda directory: (directory / "config.json").write_text("{"), "config.json: is not readable JSON"),
-], ids=["ctc-type", "rnnt-type", "features", "subsampling", "blank-first", "no-config", "bad-json"])
+    (lambda directory: os.truncate(directory / "config.json", 8 << 30), "config.json: is 8589934592 bytes"),
+], ids=["ctc-type", "rnnt-type", "features", "subsampling", "blank-first", "no-config", "bad-json", "huge"])
 def test_what_onnx_asr_would_misread_is_one_named_problem(tdt_dir, tmp_path, edit, problem):
     directory = tmp_path / "copy"
     shutil.copytree(tdt_dir, directory, ignore=shutil.ignore_patterns("*.int8.onnx", "manifest.json"))

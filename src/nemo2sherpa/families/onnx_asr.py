@@ -61,6 +61,8 @@ NORMALIZE = "per_feature"
 #: what onnx-asr assumes when config.json leaves a key out
 DEFAULT_FEATURES_SIZE = 80
 DEFAULT_SUBSAMPLING_FACTOR = 8
+#: a larger config.json is refused unread (onnx-asr's holds four keys)
+MAX_CONFIG_BYTES = 1 << 20
 #: the keys of config.json onnx-asr reads for these models
 CONFIG_KEYS = ("model_type", "features_size", "subsampling_factor", "max_tokens_per_step")
 #: what onnx-asr feeds and reads by name: the encoder (or CTC model.onnx) and the fused decoder_joint graph
@@ -159,6 +161,10 @@ def read_config(directory: Path) -> dict[str, Any]:
     path = directory / CONFIG
     if not path.is_file():
         raise UserError.about(CONFIG, "is missing; onnx-asr reads the model type, feature size and subsampling from it")
+    size = path.stat().st_size
+    if size > MAX_CONFIG_BYTES:  # never read a planted multi-gigabyte file into memory to parse four keys
+        raise UserError.about(CONFIG, f"is {size} bytes; onnx-asr's config holds four keys (at most "
+                                      f"{MAX_CONFIG_BYTES} bytes accepted)")
     try:
         config = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
