@@ -23,7 +23,6 @@ import json
 import os
 import sys
 import time
-import wave
 from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -36,11 +35,12 @@ GAP_SECONDS = 0.3
 
 
 def read_heldout(path: Path) -> list[tuple[str, np.ndarray, str]]:
+    import soundfile
+
     out = []
     for line in path.read_text(encoding="utf-8").splitlines():
         entry = json.loads(line)
-        with wave.open(str(path.parent / entry["audio"]), "rb") as stream:
-            samples = np.frombuffer(stream.readframes(stream.getnframes()), dtype=np.int16)
+        samples, _ = soundfile.read(path.parent / entry["audio"], dtype="int16")  # WAV (corpus) or FLAC (bundle)
         out.append((Path(entry["audio"]).stem, samples.astype(np.float32) / 32768.0, entry["text"]))
     return out
 

@@ -20,6 +20,16 @@ import time
 from pathlib import Path
 
 
+def own_peak_rss_bytes() -> int:
+    """VmHWM: the calling process's own peak since exec. getrusage's ru_maxrss would count the parent's pages that
+    a child held between fork and exec: a bench that has loaded a 1 GB graph before starting its measuring children
+    would see 1 GB in every one of them."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
 def _children_map() -> dict[int, list[int]]:
     tree: dict[int, list[int]] = {}
     for entry in Path("/proc").iterdir():

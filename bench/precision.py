@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shutil
 import statistics
 import sys
@@ -33,6 +32,9 @@ from pathlib import Path
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from measure import own_peak_rss_bytes  # noqa: E402
 
 FIXTURE = Path(__file__).resolve().parent.parent / "src" / "nemo2sherpa" / "fixtures" / "tiny-tdt-en"
 
@@ -52,7 +54,7 @@ def cmd_variant(args) -> None:
     source, out = Path(args.fp32), Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     for path in source.iterdir():
-        variant_file = ".int8." in path.name or ".fp16." in path.name
+        variant_file = ".int8" in path.name or ".fp16." in path.name
         if path.is_file() and not (out / path.name).exists() and not variant_file:
             os.link(path, out / path.name) if args.link else shutil.copy(path, out / path.name)
     if args.no_conv or args.all_matmuls:
@@ -64,7 +66,7 @@ def cmd_variant(args) -> None:
     seconds = time.perf_counter() - started
     sizes = {p.name: p.stat().st_size for p in out.iterdir() if f".{args.precision}." in p.name}
     print(json.dumps({"precision": args.precision, "seconds": round(seconds, 1),
-                      "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
+                      "peak_rss_gb": round(own_peak_rss_bytes() / 2**30, 2),
                       "sizes": sizes, "record": record}, default=str))
 
 
@@ -109,7 +111,7 @@ def cmd_decode(args) -> None:
             times.append(time.perf_counter() - start)
             cpu.append(time.process_time() - start_cpu)
         result["decode"][f"{length:g}s"] = _timing(times, cpu)
-    result["peak_rss_gb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)
+    result["peak_rss_gb"] = round(own_peak_rss_bytes() / 2**30, 2)
     print(json.dumps(result))
 
 
@@ -146,7 +148,7 @@ def cmd_encoder(args) -> None:
             times.append(time.perf_counter() - start)
             cpu.append(time.process_time() - start_cpu)
         result["run"][f"{length:g}s"] = _timing(times, cpu)
-    result["peak_rss_gb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)
+    result["peak_rss_gb"] = round(own_peak_rss_bytes() / 2**30, 2)
     print(json.dumps(result))
 
 

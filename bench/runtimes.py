@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -28,6 +27,9 @@ from pathlib import Path
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from measure import own_peak_rss_bytes  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -94,17 +96,8 @@ def child(runtime: str, path: Path, lengths: list[float], threads: int, repeats:
             decode(audio)
             times.append(time.perf_counter() - begin)
         out["decode_seconds"][f"{seconds:g}"] = round(statistics.median(times), 4)
-    out["peak_rss_gb"] = round(_peak_rss_bytes() / 2**30, 3)
+    out["peak_rss_gb"] = round(own_peak_rss_bytes() / 2**30, 3)
     return out
-
-
-def _peak_rss_bytes() -> int:
-    """VmHWM: this process's own peak since exec (getrusage's ru_maxrss would count the parent's pages that the
-    child held between fork and exec: the parent has loaded NeMo for the plain export)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def plain_onnx_asr_export(checkpoint: Path, directory: Path) -> None:

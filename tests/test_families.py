@@ -10,7 +10,7 @@ import pytest
 
 from nemo2sherpa import families
 from nemo2sherpa.errors import UserError
-from nemo2sherpa.families.base import Family, Role
+from nemo2sherpa.families.base import PRECISIONS, Family, Role
 
 
 class EchoFamily(Family):
@@ -76,7 +76,7 @@ def _graph(path: Path, metadata: dict[str, str]) -> None:
 
 def test_every_registered_family_names_its_files_apart():
     """--decoder both writes two families into one directory: no file may be claimed twice."""
-    names = [name for family in families.FAMILIES.values() for precision in ("fp32", "int8", "fp16")
+    names = [name for family in families.FAMILIES.values() for precision in PRECISIONS
              for name in family.files(precision).values()]
     assert len(names) == len(set(names))
     assert all(sum(r.holds_encoder for r in f.roles) == 1 for f in families.FAMILIES.values())

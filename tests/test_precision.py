@@ -1,5 +1,7 @@
-"""Precision variants (int8, fp16) on the trained fixture: written, hashed, loadable by sherpa-onnx, transcribing like
-fp32; the fp16 pass keeps what float16 breaks in float32; the precision check measures and fails what it should."""
+"""Precision variants (int8, int8-dynamic, fp16) on the trained fixture: written, hashed, loadable by sherpa-onnx,
+transcribing like fp32; block-wise int8 is onnxruntime's own quantization, streamed, with pointwise convolutions
+rewritten exactly; the fp16 pass keeps what float16 breaks in float32; the precision check measures and fails what
+it should."""
 
 from __future__ import annotations
 
@@ -12,7 +14,8 @@ import pytest
 from nemo2sherpa.manifest import read_manifest
 
 FIXTURE = Path(__file__).resolve().parent.parent / "src" / "nemo2sherpa" / "fixtures" / "tiny-tdt-en"
-VARIANT_FILES = {p: [f"{g}.{p}.onnx" for g in ("encoder", "decoder", "joiner")] for p in ("int8", "fp16")}
+VARIANTS = ("int8", "int8-dynamic", "fp16")
+VARIANT_FILES = {p: [f"{g}.{p}.onnx" for g in ("encoder", "decoder", "joiner")] for p in VARIANTS}
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +25,7 @@ def variants_dir(tmp_path_factory) -> Path:
     from nemo2sherpa.progress import SILENT
 
     target = tmp_path_factory.mktemp("precision") / "tiny"
-    return convert(ConvertOptions(source="tiny-tdt-en", output=target, precisions=("fp32", "int8", "fp16")),
+    return convert(ConvertOptions(source="tiny-tdt-en", output=target, precisions=("fp32", *VARIANTS)),
                    SILENT).output
 
 
@@ -57,7 +60,7 @@ def test_variants_are_written_listed_hashed_and_keep_the_encoder_metadata(varian
     import onnx
 
     manifest = read_manifest(variants_dir)
-    assert set(manifest.variants) == {"fp32", "int8", "fp16"}
+    assert set(manifest.variants) == {"fp32", *VARIANTS}
     for precision, files in VARIANT_FILES.items():
         assert list(manifest.variants[precision].graph_files().values()) == files
         for name in files:
@@ -65,16 +68,25 @@ def test_variants_are_written_listed_hashed_and_keep_the_encoder_metadata(varian
             assert (variants_dir / name).stat().st_mode & 0o777 == 0o644
     assert not [p.name for p in variants_dir.iterdir() if p.name.startswith(".")], "scratch files left behind"
     fp32_metadata = {p.key: p.value for p in onnx.load(str(variants_dir / "encoder.onnx")).metadata_props}
-    for precision in ("int8", "fp16"):
+    for precision in VARIANTS:
         model = onnx.load(str(variants_dir / f"encoder.{precision}.onnx"))
         assert {p.key: p.value for p in model.metadata_props} == fp32_metadata
         # sherpa-onnx feeds and reads float32
         for value in [*model.graph.input, *model.graph.output]:
             assert value.type.tensor_type.elem_type in (onnx.TensorProto.FLOAT, onnx.TensorProto.INT64)
-    int8 = onnx.load(str(variants_dir / "encoder.int8.onnx"), load_external_data=False)
-    ops = {n.op_type for n in int8.graph.node}
-    assert {"DynamicQuantizeLinear", "MatMulInteger"} <= ops
-    assert not any(t.data_location == onnx.TensorProto.EXTERNAL for t in int8.graph.initializer)
+    for precision, wanted in (("int8", {"MatMulNBits"}), ("int8-dynamic", {"DynamicQuantizeLinear", "MatMulInteger"})):
+        int8 = onnx.load(str(variants_dir / f"encoder.{precision}.onnx"), load_external_data=False)
+        assert wanted <= {n.op_type for n in int8.graph.node}, precision
+        assert not any(t.data_location == onnx.TensorProto.EXTERNAL for t in int8.graph.initializer)
+        weights = {t.name for t in int8.graph.initializer}
+        assert not [n.name for n in int8.graph.node if n.op_type == "MatMul" and n.input[1] in weights], precision
+    # block-wise int8: every weight MatMul and pointwise convolution quantized, nothing without a CUDA kernel
+    record = json.loads((variants_dir / "manifest.json").read_text())["export"]["precision_variants"]["int8"]
+    assert record["encoder"]["quantized"]["MatMul"] > 0 and record["encoder"]["quantized"]["Conv (pointwise)"] > 0
+    from nemo2sherpa.validate.precision_check import predicted_cpu_ops
+
+    assert not any(predicted_cpu_ops(variants_dir / name) for name in VARIANT_FILES["int8"])
+    assert predicted_cpu_ops(variants_dir / "encoder.int8-dynamic.onnx")
     fp16 = onnx.load(str(variants_dir / "encoder.fp16.onnx"))
     half = [t for t in fp16.graph.initializer if t.data_type == onnx.TensorProto.FLOAT16]
     assert half and sum(int(np.prod(t.dims)) for t in half) > 100_000  # the matmul/conv weights
@@ -104,13 +116,93 @@ def test_streamed_int8_encoder_equals_onnxruntime_quantize_dynamic(tmp_path):
 
 
 @pytest.mark.nemo
+def test_blockwise_int8_equals_onnxruntimes_own_matmulnbits_quantizer(tmp_path):
+    """The streamed writer's MatMuls are bit for bit what onnxruntime's MatMulNBitsQuantizer writes (same routine,
+    same layout), so the outputs of the two graphs are identical."""
+    import onnx
+    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+    from nemo2sherpa.convert import ConvertOptions, convert
+    from nemo2sherpa.precision.blockwise import BlockwiseOptions, quantize_blockwise
+    from nemo2sherpa.precision.fp16 import encoder_feeds
+    from nemo2sherpa.progress import SILENT
+
+    plain = convert(ConvertOptions(source="tiny-tdt-en", output=tmp_path / "plain"), SILENT).output
+    options = BlockwiseOptions(bits=8, block_size=32, pointwise_conv=False)
+    info = quantize_blockwise(plain / "encoder.onnx", tmp_path / "ours.onnx", options)
+    quantizer = MatMulNBitsQuantizer(onnx.load(str(plain / "encoder.onnx")), bits=8, block_size=32,
+                                     is_symmetric=True, accuracy_level=4)
+    quantizer.process()
+    quantizer.model.save_model_to_file(str(tmp_path / "ort.onnx"), False)
+    count = sum(n.op_type == "MatMulNBits" for n in onnx.load(str(tmp_path / "ort.onnx")).graph.node)
+    assert info["quantized"]["MatMul"] == count > 0
+    feeds = encoder_feeds(onnx.load(str(plain / "encoder.onnx"), load_external_data=False), 80, 4.0)
+    ours = _session(tmp_path / "ours.onnx").run(None, feeds)
+    theirs = _session(tmp_path / "ort.onnx").run(None, feeds)
+    np.testing.assert_array_equal(ours[0], theirs[0])
+
+
+@pytest.mark.parametrize("bits", [8, 4])
+def test_blockwise_pointwise_convolution_computes_the_convolution_with_its_quantized_weights(tmp_path, bits):
+    """A kernel-1 Conv1d becomes Transpose -> MatMulNBits -> bias -> Transpose: with float products
+    (accuracy_level 0) its output is the convolution with the dequantized weights, whatever the channel counts
+    (K = 40 is not a whole number of blocks)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from nemo2sherpa.precision.blockwise import BlockwiseOptions, block_quantize, quantize_blockwise
+
+    rng = np.random.default_rng(0)
+    weight = rng.standard_normal((24, 40, 1)).astype(np.float32)
+    bias = rng.standard_normal(24).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w", "b"], ["y"], name="pointwise", kernel_shape=[1]),
+         helper.make_node("Conv", ["y", "d"], ["z"], name="depthwise", kernel_shape=[3], group=24, pads=[1, 1])],
+        "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 40, "T"])],
+        [helper.make_tensor_value_info("z", TensorProto.FLOAT, [1, 24, "T"])],
+        [numpy_helper.from_array(weight, "w"), numpy_helper.from_array(bias, "b"),
+         numpy_helper.from_array(rng.standard_normal((24, 1, 3)).astype(np.float32), "d")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.save(model, str(tmp_path / "conv.onnx"))
+    info = quantize_blockwise(tmp_path / "conv.onnx", tmp_path / "q.onnx",
+                              BlockwiseOptions(bits=bits, block_size=16, accuracy_level=0))
+    assert info["quantized"]["Conv (pointwise)"] == 1  # the depthwise one stays float32
+    written = onnx.load(str(tmp_path / "q.onnx"))
+    assert [n.op_type for n in written.graph.node] == ["Transpose", "MatMulNBits", "Add", "Transpose", "Conv"]
+    packed, scales = block_quantize(np.ascontiguousarray(weight[:, :, 0].T), bits, 16)
+    if bits == 4:  # two values per byte, low nibble first
+        packed = np.stack([packed & 0x0F, packed >> 4], axis=-1).reshape(packed.shape[0], packed.shape[1], -1)
+    dequantized = ((packed.astype(np.float32) - 2 ** (bits - 1)) * scales[:, :, None]).reshape(24, -1)[:, :40]
+    x = rng.standard_normal((1, 40, 50)).astype(np.float32)
+    expected = np.einsum("oc,bct->bot", dequantized, x) + bias[None, :, None]
+    check = helper.make_model(helper.make_graph(
+        written.graph.node[:4], "check", list(written.graph.input),
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 24, "T"])], list(written.graph.initializer)),
+        opset_imports=list(written.opset_import))
+    onnx.save(check, str(tmp_path / "check.onnx"))
+    got = _session(tmp_path / "check.onnx").run(None, {"x": x})[0]
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+    assert float(np.max(np.abs(got - (np.einsum("oc,bct->bot", weight[:, :, 0], x) + bias[None, :, None])))) > 0
+
+
+@pytest.mark.nemo
+def test_a_model_card_says_what_each_variant_is_and_where_it_runs(variants_dir):
+    from nemo2sherpa.publish.card import _variant_lines
+
+    lines = {line.split("`")[1]: line for line in _variant_lines(read_manifest(variants_dir)) if line.startswith("- `")}
+    assert list(lines) == list(VARIANTS)  # in the catalog's order, fp32 (the reference) not listed as a variant
+    assert "MatMulNBits" in lines["int8"] and "CPU and CUDA" in lines["int8"]
+    assert "CPU only" in lines["int8-dynamic"] and lines["fp16"].endswith("slower than fp32).")
+
+
+@pytest.mark.nemo
 def test_each_variant_loads_in_sherpa_onnx_and_transcribes_like_fp32(variants_dir, clips):
     from nemo2sherpa.validate.transcripts import corpus_wer
 
     truth = [c.text for c in clips]
     fp32 = _transcripts(variants_dir, "fp32", clips)
     wer_fp32 = corpus_wer(truth, fp32, normalize=True)
-    for precision in ("int8", "fp16"):
+    for precision in VARIANTS:
         texts = _transcripts(variants_dir, precision, clips)
         assert all(t.strip() for t in texts), f"{precision}: blank outputs {texts}"
         delta = corpus_wer(truth, texts, normalize=True) - wer_fp32
@@ -194,7 +286,7 @@ def test_write_variants_refuses_unknown_precisions(tmp_path):
 # ----------------------------------------------------------------------------------------------------- validate
 
 @pytest.mark.nemo
-@pytest.mark.parametrize("precision", ["int8", "fp16"])
+@pytest.mark.parametrize("precision", VARIANTS)
 def test_compare_with_fp32_measures_the_variant(variants_dir, clips, precision):
     from nemo2sherpa.validate.contract_check import check_contract
     from nemo2sherpa.validate.model_dir import open_model_dir
@@ -213,9 +305,14 @@ def test_compare_with_fp32_measures_the_variant(variants_dir, clips, precision):
     assert details["speed"]["cpu"]["2s"]["speedup"] > 0
     if precision == "fp16":
         assert details["graphs"]["emulated_fp16"]["token_match_rate"] >= 0.99
-    else:
+    elif precision == "int8-dynamic":
         assert "DynamicQuantizeLinear" in details["cuda_placement"].get("predicted_cpu_ops", {})
-        assert any("CUDA" in w for w in details["warnings"])
+        assert details["cuda_kernels"] is False
+        # the warning names the variant that does run on CUDA kernels
+        assert any("CUDA" in w and "or int8" in w for w in details["warnings"]), details["warnings"]
+    else:
+        assert details["cuda_kernels"] is True and "predicted_cpu_ops" not in details["cuda_placement"]
+        assert not any("CUDA kernel" in w for w in details["warnings"]), details["warnings"]
 
 
 @pytest.mark.nemo

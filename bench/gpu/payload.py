@@ -54,7 +54,7 @@ FIXTURE = "tiny-tdt-en"
 # name -> (recipe, extra convert options); all random weights
 ARCHITECTURES = {
     "tdt_ctc-110m": ("parakeet-tdt_ctc-110m", ()),
-    "tdt-0.6b-v3": ("parakeet-tdt-0.6b-v3", ("--precision", "fp32,int8,fp16")),
+    "tdt-0.6b-v3": ("parakeet-tdt-0.6b-v3", ("--precision", "fp32,int8,int8-dynamic,fp16")),
     "tdt-0.6b-v3-plain": ("parakeet-tdt-0.6b-v3", ("--no-optimize",)),
     "tdt-1.1b": ("parakeet-tdt-1.1b", ()),
 }
@@ -76,8 +76,9 @@ def build_models(work: Path, scratch: Path) -> None:
     """Fixture (three precisions, with NeMo references cached) and stripped random-weight architectures."""
     models, cache = work / "models", work / "cache"
     env = {**os.environ, "NEMO2SHERPA_CACHE": str(cache)}
-    _cli("convert", FIXTURE, "-o", str(models / "fixture"), "--precision", "fp32,int8,fp16", "--overwrite", "-q")
-    for variant in ("fp32", "int8", "fp16"):
+    _cli("convert", FIXTURE, "-o", str(models / "fixture"), "--precision", "fp32,int8,int8-dynamic,fp16",
+         "--overwrite", "-q")
+    for variant in ("fp32", "int8", "int8-dynamic", "fp16"):
         # exit code 1 is fine here: only the references matter, and the CPU reports are kept for comparison
         _cli("validate", str(models / "fixture"), "--precision", variant, "--provider", "cpu", "--report-dir",
              str(scratch / "cpu-reports" / f"fixture-{variant}"), env=env, check=False)

@@ -67,7 +67,10 @@ def steps(long_lengths: str) -> list[Step]:
         Step("fixture-int8", FIXTURE, "both", 30, ("--precision", "int8", "--no-long-audio")),
         Step("tdt-0.6b-v3-fp16", "tdt-0.6b-v3", "gpu", 70, ("--precision", "fp16", "--speed-lengths", "2,30,120")),
         Step("tdt-0.6b-v3-plain", "tdt-0.6b-v3-plain", "gpu", 30),
+        # int8 (block-wise, MatMulNBits: a CUDA kernel for every node) against the dynamic int8 it replaced
         Step("tdt-0.6b-v3-int8", "tdt-0.6b-v3", "both", 60, ("--precision", "int8", "--speed-lengths", "2,30")),
+        Step("tdt-0.6b-v3-int8-dynamic", "tdt-0.6b-v3", "both", 60,
+             ("--precision", "int8-dynamic", "--speed-lengths", "2,30")),
         Step("tdt-0.6b-v3-long", "tdt-0.6b-v3", "gpu", 60,
              ("--speed-lengths", long_lengths, "--repeats", "1")),
     ]

@@ -72,7 +72,7 @@ def main(argv: list[str]) -> int:
         step = steps.get(name, {})
         if step.get("speed"):
             out += [f"### {recipe} (random weights)", ""] + speed_table(step) + [""]
-    for name in ("fixture-fp16", "fixture-int8", "tdt-0.6b-v3-fp16", "tdt-0.6b-v3-int8"):
+    for name in ("fixture-fp16", "fixture-int8", "tdt-0.6b-v3-fp16", "tdt-0.6b-v3-int8", "tdt-0.6b-v3-int8-dynamic"):
         precision = (steps.get(name) or {}).get("precision")
         if precision:
             out += [f"### {name}", "", "```json", json.dumps({k: precision.get("details", precision).get(k) for k in

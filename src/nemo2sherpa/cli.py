@@ -20,6 +20,7 @@ import click
 from nemo2sherpa import __version__
 from nemo2sherpa.errors import UserError
 from nemo2sherpa.families import BOTH, DEFAULT_LAYOUT, FAMILIES, LAYOUTS, branches
+from nemo2sherpa.precision.catalog import PRECISIONS, unknown_precisions
 
 
 class Terminated(BaseException):
@@ -89,12 +90,16 @@ def _languages(codes: Sequence[str]) -> str:
     return ",".join(codes) if len(codes) <= 4 else f"{len(codes)} languages"
 
 
-def _precisions(value: str) -> tuple[str, ...]:
+def _precision_list(value: str) -> tuple[str, ...]:
     chosen = tuple(dict.fromkeys(p.strip().lower() for p in value.split(",") if p.strip()))
-    unknown = [p for p in chosen if p not in ("fp32", "int8", "fp16")]
+    unknown = unknown_precisions(chosen)
     if unknown or not chosen:
-        raise click.BadParameter(f"unknown precision {', '.join(unknown) or '(none)'}; use fp32, int8, fp16")
-    return ("fp32", *[p for p in chosen if p != "fp32"])
+        raise click.BadParameter(f"unknown precision {', '.join(unknown) or '(none)'}; use {', '.join(PRECISIONS)}")
+    return chosen
+
+
+def _precisions(value: str) -> tuple[str, ...]:
+    return ("fp32", *[p for p in _precision_list(value) if p != "fp32"])
 
 
 def _context(value: str | None) -> tuple[int, int] | None:
@@ -126,7 +131,9 @@ def _context(value: str | None) -> tuple[int, int] | None:
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for --random-weights.")
 @click.option("--precision", "precisions", default="fp32", show_default=True, metavar="LIST",
               callback=lambda c, p, v: _precisions(v),
-              help="Comma-separated precisions to write: fp32 (always written, the reference), int8, fp16.")
+              help="Comma-separated precisions to write: fp32 (always written, the reference), int8 (block-wise "
+                   "weight-only, CPU and CUDA), int8-dynamic (sherpa-onnx's historical int8, CPU only), fp16 "
+                   "(CUDA). See docs/precision.md.")
 @click.option("--attention", type=click.Choice(["full", "local"]), default=None,
               help="Export with this attention instead of the checkpoint's (local: long-form audio).")
 @click.option("--context", default=None, metavar="L,R", callback=lambda c, p, v: _context(v),
@@ -289,11 +296,7 @@ def validate(directory: Path, more_audio: tuple[Path, ...], providers: tuple[str
 def _variants(value: str | None) -> tuple[str | None, ...]:
     if value is None:
         return (None,)
-    chosen = tuple(dict.fromkeys(v.strip().lower() for v in value.split(",") if v.strip()))
-    unknown = [v for v in chosen if v not in ("fp32", "int8", "fp16")]
-    if unknown or not chosen:
-        raise click.BadParameter(f"unknown precision {', '.join(unknown) or '(none)'}; use fp32, int8, fp16")
-    return chosen
+    return _precision_list(value)
 
 
 @cli.command(short_help="Transcribe audio files (or a typed sentence, spoken by espeak-ng) with a model directory.")
@@ -302,7 +305,7 @@ def _variants(value: str | None) -> tuple[str | None, ...]:
 @click.option("--say", "say", multiple=True, metavar="TEXT",
               help="A sentence for espeak-ng to speak (en-us) and the model to transcribe; repeatable.")
 @click.option("--provider", type=click.Choice(("cpu", "cuda")), default="cpu", show_default=True)
-@click.option("--precision", "variant", type=click.Choice(("fp32", "int8", "fp16")), default=None,
+@click.option("--precision", "variant", type=click.Choice(PRECISIONS), default=None,
               help="Which of the directory's precision variants to run [default: float32].")
 @click.option("--threads", type=click.IntRange(min=1), default=2, show_default=True)
 def transcribe(directory: Path, audio: tuple[Path, ...], say: tuple[str, ...], provider: str,

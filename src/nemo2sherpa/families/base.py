@@ -21,8 +21,8 @@ from typing import Any, Mapping, Protocol, Sequence
 import numpy as np
 
 from nemo2sherpa.facts import ModelFacts
+from nemo2sherpa.precision.catalog import PRECISIONS  # noqa: F401 - re-exported: the suffixes of a family's files
 
-PRECISIONS = ("fp32", "int8", "fp16")
 #: the directory layout a family writes unless it says otherwise: sherpa-onnx's, which validate and publish run
 DEFAULT_LAYOUT = "sherpa-onnx"
 #: the vocabulary file of the sherpa-onnx layout
@@ -34,8 +34,8 @@ class Role:
     """One graph of a family.
 
     `holds_encoder`: the graph that contains the acoustic encoder; it takes the features, carries the sherpa-onnx
-    metadata, gets the encoder's graph rewrites and optimisation, and is large (weights written ahead, quantized
-    tensor by tensor with QUInt8 weights, as sherpa-onnx's published int8 models have it; the small graphs get
+    metadata, gets the encoder's graph rewrites and optimisation, and is large (weights written ahead; int8-dynamic
+    quantizes it with QUInt8 weights, as sherpa-onnx's published int8 models have it, and the small graphs with
     QInt8)."""
 
     name: str

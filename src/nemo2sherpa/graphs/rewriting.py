@@ -109,6 +109,20 @@ def write_rewritten(rewritten: OnnxGraph, target: Path, metadata: dict[str, str]
     return dict(written.sha256)
 
 
+def replace_nodes(graph, nodes: list, new_initializers: list, keep: Iterable[str] = ()) -> None:
+    """The graph's nodes become `nodes`; `new_initializers` join its initializers and those nothing reads any more
+    (besides the names in `keep`, such as graph outputs) are dropped; stale value_info (types of replaced tensors)
+    goes, to be inferred again by whoever loads the graph."""
+    del graph.node[:]
+    graph.node.extend(nodes)
+    graph.initializer.extend(new_initializers)
+    used = {i for n in graph.node for i in n.input} | set(keep)
+    kept = [t for t in graph.initializer if t.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+    del graph.value_info[:]
+
+
 def metadata_of(model) -> dict[str, str]:
     return {p.key: p.value for p in model.metadata_props}
 

@@ -44,6 +44,7 @@ from nemo2sherpa.graphs.rewriting import (
     detached,
     metadata_of,
     placeholder,
+    replace_nodes,
     tensor_types,
     unique_name,
     write_rewritten,
@@ -251,15 +252,9 @@ def rewrite_fp16(source: SourceGraph, plan: Fp16Plan, emulate: bool = False) -> 
             for public, inner in renames.items():
                 new_nodes.append(helper.make_node("Cast", [inner], [public], name=unique_name(names, public + "_cast"),
                                                   to=FLOAT))
-    del graph.node[:]
-    graph.node.extend(new_nodes)  # already in order: casts and constants come just before their first reader
-    graph.initializer.extend(new_initializers)
-    # Drop float32 weights nothing reads any more (all their readers run in float16).
-    used = {i for n in graph.node for i in n.input} | graph_outputs
-    kept = [t for t in graph.initializer if t.name in used]
-    del graph.initializer[:]
-    graph.initializer.extend(kept)
-    del graph.value_info[:]
+    # new_nodes are already in order: casts and constants come just before their first reader; float32 weights
+    # nothing reads any more (all their readers run in float16) are dropped
+    replace_nodes(graph, new_nodes, new_initializers, keep=graph_outputs)
     copy_source_tensors(source, model, tensors)
     return OnnxGraph(model=model, tensors=tensors)
 

@@ -37,6 +37,7 @@ from nemo2sherpa.graphs.rewriting import (
     detached,
     metadata_of,
     placeholder,
+    replace_nodes,
     tensor_types,
     unique_name,
     write_rewritten,
@@ -190,14 +191,7 @@ def quantize_streamed(path: Path, target: Path, options: Int8Options = ENCODER_I
                 continue
             new_nodes.append(node)
 
-        del graph.node[:]
-        graph.node.extend(new_nodes)
-        graph.initializer.extend(new_initializers)
-        used = {i for n in graph.node for i in n.input}
-        kept = [t for t in graph.initializer if t.name in used]
-        del graph.initializer[:]
-        graph.initializer.extend(kept)
-        del graph.value_info[:]
+        replace_nodes(graph, new_nodes, new_initializers)
         if not any(op.domain in ("", "ai.onnx") and op.version >= 10 for op in model.opset_import):
             raise ValueError(f"{path.name}: opset below 10 has no MatMulInteger")
         copy_source_tensors(source, model, tensors)

@@ -1,11 +1,15 @@
-"""Precision variants beside the float32 reference (int8, fp16), written from the float32 graphs already in the
-directory, under the names the family's runtime expects (sherpa-onnx: encoder.int8.onnx, ..., model.fp16.onnx;
-onnx-asr: encoder-model.int8.onnx, decoder_joint-model.int8.onnx, model.int8.onnx), for each model family in the
-directory, external weights (if any) in the file the family names.
+"""Precision variants beside the float32 reference (precision/catalog.py), written from the float32 graphs already
+in the directory, under the names the family's runtime expects (sherpa-onnx: encoder.int8.onnx, ...,
+model.fp16.onnx; onnx-asr: encoder-model.int8.onnx, decoder_joint-model.int8.onnx, model.int8.onnx), for each model
+family in the directory, external weights (if any) in the file the family names.
 
-- int8 (precision/int8.py): dynamic quantization like sherpa-onnx's published int8 models (QUInt8 encoder, QInt8
-  decoder and joiner), the encoder streamed tensor by tensor (one file: about 1 GB for the 1.1B). A CPU variant:
-  onnxruntime's CUDA provider has no kernels for DynamicQuantizeLinear/ConvInteger and runs them on the CPU.
+- int8 (precision/blockwise.py): block-wise weight-only 8-bit weights in onnxruntime's MatMulNBits, every graph
+  streamed tensor by tensor. Chosen by measurement (bench/int8.py): as fast as dynamic int8 on CPU, several times
+  closer to float32's transcripts, and every node has a CUDA kernel.
+- int8-dynamic (precision/int8.py): dynamic quantization like sherpa-onnx's published int8 models (QUInt8 encoder,
+  QInt8 decoder and joiner), the encoder streamed tensor by tensor (one file: about 1 GB for the 1.1B). A CPU
+  variant: onnxruntime's CUDA provider has no kernels for DynamicQuantizeLinear/ConvInteger and runs them on the
+  CPU.
 - fp16 (precision/fp16.py): a mixed-precision graph pass that keeps float32 inputs and outputs, the length path,
   LayerNorm/Softmax and the attention scores in float32, plus whatever a range probe on speech shows too close to
   float16's limit. A CUDA variant: onnxruntime's CPU provider computes float16 graphs in float32, slowly.
@@ -21,8 +25,9 @@ from typing import Any, Sequence
 
 from nemo2sherpa.errors import UserError
 from nemo2sherpa.facts import ModelFacts
-from nemo2sherpa.families.base import PRECISIONS, Family
+from nemo2sherpa.families.base import Family
 from nemo2sherpa.manifest import Variant
+from nemo2sherpa.precision.catalog import PRECISIONS, unknown_precisions
 from nemo2sherpa.progress import Progress
 
 
@@ -32,7 +37,7 @@ def write_variants(directory: Path, family: Family, fp32: Variant, facts: ModelF
     written.
 
     `record`, when given, receives what was done per variant (method, options, seconds) for the manifest."""
-    unknown = [p for p in precisions if p not in PRECISIONS]
+    unknown = unknown_precisions(precisions)
     if unknown:
         raise UserError(f"unknown precision(s) {', '.join(unknown)}; use {', '.join(PRECISIONS)}")
     written: dict[str, Variant] = {}
@@ -42,7 +47,9 @@ def write_variants(directory: Path, family: Family, fp32: Variant, facts: ModelF
             names = Variant(family.files(precision))
             try:
                 if precision == "int8":
-                    info = _write_int8(directory, family, fp32, names)
+                    info = _write_blockwise(directory, family, fp32, names)
+                elif precision == "int8-dynamic":
+                    info = _write_int8_dynamic(directory, family, fp32, names)
                 else:
                     info = _write_fp16(directory, family, fp32, names, int(facts.architecture.mels or 80))
                 _place_external_data(directory, family, names)
@@ -59,7 +66,19 @@ def write_variants(directory: Path, family: Family, fp32: Variant, facts: ModelF
     return written
 
 
-def _write_int8(directory: Path, family: Family, fp32: Variant, names: Variant) -> dict[str, Any]:
+def _write_blockwise(directory: Path, family: Family, fp32: Variant, names: Variant) -> dict[str, Any]:
+    """Every graph the same way (the sensitive layers are not among those it quantizes: see precision/blockwise)."""
+    from nemo2sherpa.precision.blockwise import INT8_BLOCKWISE, quantize_blockwise
+
+    info: dict[str, Any] = {}
+    for role in family.roles:
+        info[role.name] = quantize_blockwise(directory / fp32.files[role.name], directory / names.files[role.name],
+                                             INT8_BLOCKWISE)
+        info[role.name].pop("sha256", None)
+    return info
+
+
+def _write_int8_dynamic(directory: Path, family: Family, fp32: Variant, names: Variant) -> dict[str, Any]:
     """The encoder-holding graph tensor by tensor (QUInt8), the small graphs through quantize_dynamic (QInt8)."""
     from nemo2sherpa.precision.int8 import ENCODER_INT8, SMALL_INT8, quantize_small, quantize_streamed
 

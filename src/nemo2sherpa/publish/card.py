@@ -35,6 +35,7 @@ from nemo2sherpa.formatting import (
 )
 from nemo2sherpa.licence import Licence
 from nemo2sherpa.manifest import MANIFEST_NAME, Manifest
+from nemo2sherpa.precision.catalog import CATALOG, PRECISIONS
 from nemo2sherpa.publish.plan import VALIDATION_DIR, PublishPlan
 from nemo2sherpa.recipes import Recipe, recipe_of_source
 from nemo2sherpa.validation_report import PLOT, REPORT_JSON, REPORT_MD, ValidationReport
@@ -191,6 +192,7 @@ def _files(plan: PublishPlan) -> str:
     lines.append(f"| `{MANIFEST_NAME}` | {exact_bytes(len(manifest_bytes))} | `{manifest_sha}` |")
     lines += ["", f"Model files: {human_bytes(total)}. `{MANIFEST_NAME}` records the source, the model facts, the "
                   "versions used and these hashes.", ""]
+    lines += _variant_lines(manifest)
     external = sorted(set((manifest.export.get("external_data") or {}).values()))
     if external:
         lines.append(f"Keep {', '.join(f'`{n}`' for n in external)} next to the `.onnx` file(s): they hold the "
@@ -204,6 +206,17 @@ def _files(plan: PublishPlan) -> str:
             f"[`{VALIDATION_DIR}/{n}`]({VALIDATION_DIR}/{n})" for n in plan.validation.files) + ".")
         lines.append("")
     return "\n".join(lines) + "\n"
+
+
+def _variant_lines(manifest) -> list[str]:
+    """What each precision variant in the repository is, and where it runs: a user picks a file by this."""
+    present = {p for record in manifest.families.values() for p in record.variants if p != "fp32"}
+    if not present:
+        return []
+    lines = ["Precision variants beside the float32 graphs:", ""]
+    for name in (p for p in PRECISIONS if p in present):
+        lines.append(f"- `{name}`: {CATALOG[name].summary}; for {CATALOG[name].runs_on}.")
+    return lines + [""]
 
 
 # --- how to load it -----------------------------------------------------------------------------------------------

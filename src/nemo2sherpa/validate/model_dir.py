@@ -10,6 +10,7 @@ from nemo2sherpa.confinement import outside_reason
 from nemo2sherpa.errors import UserError
 from nemo2sherpa.families import FAMILIES, LAYOUTS, Family, family_named, family_of_files
 from nemo2sherpa.manifest import Manifest, read_manifest
+from nemo2sherpa.precision.catalog import PRECISIONS
 
 
 @dataclass(frozen=True)
@@ -45,14 +46,14 @@ def open_model_dir(directory: Path, variant: str | None = None, family: str | No
             variant = "fp32" if "fp32" in record.variants else sorted(record.variants)[0]
         if variant in record.variants:
             names = record.variants[variant].files
-        elif variant in ("fp32", "int8", "fp16"):
+        elif variant in PRECISIONS:
             names = chosen.files(variant)
         else:
             raise UserError.about(directory, f"has no {variant!r} variant")
     else:
         if variant is None:
             variant = next((p for p in ("fp32", "int8") if family_of_files(directory, p) is chosen), "fp32")
-        if variant not in ("fp32", "int8", "fp16"):
+        if variant not in PRECISIONS:
             raise UserError.about(directory, f"has no {variant!r} variant")
         names = chosen.files(variant)
     for name in [*(names[role.name] for role in chosen.roles), chosen.tokens_file]:

@@ -158,10 +158,10 @@ def check_graph_fidelity(context: Context) -> CheckResult:
         return CheckResult.skipped("graph_fidelity", refs.reason or "no NeMo reference")
     tolerance = options.encoder_tolerance
     if model.variant != "fp32":
-        from nemo2sherpa.validate.precision_check import VARIANT_ENCODER_TOLERANCE
+        from nemo2sherpa.precision.catalog import CATALOG
 
         # a quantized encoder differs from NeMo by design; its token ids are what must still agree
-        tolerance = max(tolerance, VARIANT_ENCODER_TOLERANCE.get(model.variant, tolerance))
+        tolerance = max(tolerance, CATALOG[model.variant].encoder_tolerance)
     with context.progress.stage("compare graphs with NeMo"):
         results = [fidelity.compare_clip(c, refs.by_clip[c.name], context.graphs, model.family, context.max_symbols,
                                          tolerance, refs.nemo)

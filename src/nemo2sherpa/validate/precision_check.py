@@ -1,4 +1,5 @@
-"""Check "precision": a variant (int8, fp16) against the float32 graphs of the same directory, and against NeMo.
+"""Check "precision": a variant (int8, int8-dynamic, fp16) against the float32 graphs of the same directory, and
+against NeMo.
 
 What it measures, each clip fed identically to both:
 - graphs: encoder max |diff| and greedy token agreement, variant vs fp32 (onnxruntime, CPU); for fp16 also the
@@ -12,8 +13,10 @@ What it measures, each clip fed identically to both:
   session when this process's onnxruntime has CUDA; otherwise the ops that have no CUDA kernel are listed as a
   prediction, and a sherpa-onnx CUDA run slower than its CPU run is flagged from the timings.
 
-It fails on blank-only outputs, on a WER delta above `max_wer_delta` (absolute percentage points), and for fp16 on an
-agreement with fp32 below `min_fp16_agreement`; CPU kernels under CUDA are warnings (details["warnings"]).
+It fails on blank-only outputs, on a WER delta whose 95% interval (paired bootstrap over utterances, wer_delta.py)
+lies above `max_wer_delta` (absolute percentage points), and for fp16 on an agreement with fp32 below
+`min_fp16_agreement`; a delta above the maximum that the set is too small to tell from noise, and CPU kernels under
+CUDA, are warnings (details["warnings"]).
 No NeMo, no torch.
 """
 
@@ -26,16 +29,15 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from nemo2sherpa.precision.catalog import CATALOG, cuda_clean_variants
 from nemo2sherpa.validate.audio import Clip
 from nemo2sherpa.validate.model_dir import ModelDir
 from nemo2sherpa.validate.results import CheckResult
+from nemo2sherpa.validate.wer_delta import paired_wer_delta
 
 DEFAULT_MAX_WER_DELTA = 0.5  # absolute percentage points, variant minus fp32, against the truth (else NeMo)
 DEFAULT_MIN_FP16_AGREEMENT = 0.99  # fp16: share of utterances transcribed exactly as fp32
 DEFAULT_SPEED_LENGTHS = (2.0, 30.0)
-# Encoder tolerance for the graph_fidelity check when it runs on a variant (fp32 keeps fidelity's 1e-3): the
-# variant's own agreement is judged here, on tokens.
-VARIANT_ENCODER_TOLERANCE = {"int8": 1.0, "fp16": 0.05}
 # onnxruntime's CUDA provider registers no kernel for these (onnxruntime 1.2x/1.3x): a session puts them on CPU.
 NO_CUDA_KERNEL = {"DynamicQuantizeLinear", "ConvInteger", "DynamicQuantizeMatMul", "DynamicQuantizeLSTM",
                   "MatMulIntegerToFloat"}
@@ -201,6 +203,7 @@ def compare_with_fp32(variant: ModelDir, fp32: ModelDir, clips: Sequence[Clip], 
     check = CheckResult("precision")
     precision = variant.variant
     check.details["variant"] = precision
+    check.details["method"] = CATALOG[precision].summary
     check.details["reference"] = fp32.variant
     warnings: list[str] = []
 
@@ -254,22 +257,29 @@ def compare_with_fp32(variant: ModelDir, fp32: ModelDir, clips: Sequence[Clip], 
                                    "wer_vs_fp32_percent": corpus_wer(texts_a, texts_b),
                                    "blank_only": sum(bool(x.strip()) and not y.strip()
                                                      for x, y in zip(texts_a, texts_b))}
-        judged_against = None
+        judged_against, against = None, []
         if all(truth):
-            wer_a = corpus_wer(truth, texts_a, normalize=True)
-            wer_b = corpus_wer(truth, texts_b, normalize=True)
-            judged_against = "truth"
+            judged_against, against = "truth", truth
         elif references and all(c.name in references for c in clips):
-            nemo = [references[c.name].text for c in clips]
-            wer_a, wer_b = corpus_wer(nemo, texts_a), corpus_wer(nemo, texts_b)
-            judged_against = "nemo"
+            judged_against, against = "nemo", [references[c.name].text for c in clips]
+        normalize = judged_against == "truth"
+        wer_a = corpus_wer(against, texts_a, normalize=normalize) if judged_against else None
+        wer_b = corpus_wer(against, texts_b, normalize=normalize) if judged_against else None
         if judged_against and wer_a is not None and wer_b is not None:
             delta = round(wer_b - wer_a, 3)
+            paired = paired_wer_delta(against, texts_a, texts_b, normalize=normalize)
+            low, high = paired["interval_95"] if paired else (delta, delta)
             figures.update({f"wer_vs_{judged_against}_percent": {"fp32": wer_a, precision: wer_b},
-                            "wer_delta_abs": delta})
-            if delta > max_wer_delta:
+                            "wer_delta_abs": delta, "wer_delta_interval_95": [low, high]})
+            if low > max_wer_delta:
                 check.fail(f"{provider}: {precision} WER vs {judged_against} is {wer_b:.2f}% against fp32's "
-                           f"{wer_a:.2f}% (+{delta:.2f}, maximum +{max_wer_delta})")
+                           f"{wer_a:.2f}% (+{delta:.2f}; its 95% interval [{low:+.2f}, {high:+.2f}] lies above the "
+                           f"maximum +{max_wer_delta})")
+            elif delta > max_wer_delta:
+                warnings.append(f"{provider}: {precision} WER vs {judged_against} is +{delta:.2f} points against "
+                                f"fp32 (maximum +{max_wer_delta}), but its 95% interval over these {len(clips)} "
+                                f"utterances is [{low:+.2f}, {high:+.2f}]: too few to tell; validate on more audio "
+                                "(--dataset) to know")
         if figures["blank_only"]:
             check.fail(f"{provider}: {precision} transcribes {figures['blank_only']} utterance(s) as nothing where "
                        "fp32 does not")
@@ -293,16 +303,25 @@ def compare_with_fp32(variant: ModelDir, fp32: ModelDir, clips: Sequence[Clip], 
     feeds = _encoder_feeds(variant.encoder, spec.feat_dim)
     measured = cuda_placement(variant.encoder, feeds)
     placement["encoder"] = measured
-    predicted = predicted_cpu_ops(variant.encoder)
+    predicted: dict[str, int] = {}
+    for graph in variant.graphs.values():  # every graph: a decoder's DynamicQuantizeLSTM falls back as well
+        for op, count in predicted_cpu_ops(graph).items():
+            predicted[op] = predicted.get(op, 0) + count
     if predicted:
         placement["predicted_cpu_ops"] = predicted
     if measured.get("measured") and measured.get("falls_back"):
         on_cpu = measured.get("ops_without_cuda_kernel") or measured["cpu_compute_ops"]
         warnings.append(f"{precision} on CUDA: onnxruntime runs {on_cpu} on CPU kernels "
-                        f"({measured['cpu_time_share']:.0%} of kernel time): use fp32 or fp16 on GPUs")
+                        f"({measured['cpu_time_share']:.0%} of kernel time): on GPUs use fp32 or "
+                        f"{' or '.join(cuda_clean_variants())}")
     elif not measured.get("measured") and predicted:
         warnings.append(f"{precision}: {', '.join(sorted(predicted))} have no CUDA kernel in onnxruntime; under "
-                        "CUDA these nodes run on CPU (predicted, not measured here): use it on CPU")
+                        "CUDA these nodes run on CPU (predicted, not measured here): use it on CPU; on GPUs use "
+                        f"fp32 or {' or '.join(cuda_clean_variants())}, whose every node has a CUDA kernel")
+    check.details["cuda_kernels"] = not predicted
+    if not predicted and "cuda" not in providers:
+        check.details["cuda_note"] = ("MatMulNBits' 8-bit CUDA kernel needs onnxruntime 1.22 or later; the CUDA "
+                                      "speed is measured with --provider cuda")
     for provider, rows in speed.items():
         # against fp32 on the same provider: a small model can be slower on CUDA than on CPU in fp32 too (fixed
         # per-call costs), which says nothing about the variant

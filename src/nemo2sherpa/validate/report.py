@@ -189,6 +189,8 @@ def _precision_section(precision: dict[str, Any] | None) -> list[str]:
         return []
     variant = precision.get("variant", "variant")
     lines = [f"## Precision: {variant} against fp32", ""]
+    if precision.get("method"):
+        lines += [f"{variant}: {precision['method']}.", ""]
     sizes = precision.get("size_bytes") or {}
     if sizes:
         total = lambda key: (sizes.get(key) or {}).get("total")  # noqa: E731
@@ -224,6 +226,9 @@ def _precision_section(precision: dict[str, Any] | None) -> list[str]:
                          f"{compact(row.get(f'{variant}_seconds'))} | "
                          f"{compact(row.get('speedup'), 2)} |")
         lines.append("")
+    if precision.get("cuda_kernels") is not None:
+        lines += [f"CUDA kernels: {'every node has one' if precision['cuda_kernels'] else 'some nodes have none'} "
+                  "in onnxruntime" + (f" ({precision['cuda_note']})" if precision.get("cuda_note") else "") + ".", ""]
     for warning in precision.get("warnings") or []:
         lines.append(f"- warning: {warning}")
     return lines + [""] if precision.get("warnings") else lines
