@@ -73,7 +73,7 @@ class Nemo:
     def run(self, audio: np.ndarray) -> tuple[np.ndarray, str]:
         import torch
 
-        from nemo2sherpa.testing.train_fixture import _flatten_transcripts
+        from nemo2sherpa.testing.train_fixture import flatten_transcripts
 
         with torch.inference_mode():
             signal = torch.from_numpy(audio)[None]
@@ -81,7 +81,7 @@ class Nemo:
             encoded, encoded_length = self.model.encoder(audio_signal=features, length=length)
             hypotheses = self.model.decoding.rnnt_decoder_predictions_tensor(encoder_output=encoded,
                                                                              encoded_lengths=encoded_length)
-        return features[0, :, : int(length[0])].numpy(), _flatten_transcripts(hypotheses)[0]
+        return features[0, :, : int(length[0])].numpy(), flatten_transcripts(hypotheses)[0]
 
 
 def wer(references: list[str], hypotheses: list[str]) -> float:

@@ -85,9 +85,10 @@ def _calibration_features(feat_dim: int) -> list[np.ndarray]:
     import random
 
     from nemo2sherpa.features import log_mel
+    from nemo2sherpa.recipes import find_recipe
     from nemo2sherpa.testing import corpus
 
-    bundled = Path(corpus.__file__).resolve().parent.parent / "fixtures" / "small-tdt-en"
+    bundled = find_recipe("small-tdt-en").bundled_path().parent
     sentences = (bundled / "training_sentences.txt").read_text(encoding="utf-8").splitlines()[:CALIBRATION_SENTENCES]
     rng = random.Random(0)
     return [log_mel(corpus.speak(s, corpus.rendering(rng), seed).astype(np.float32) / 32768.0, feat_dim, 16000)
@@ -177,11 +178,7 @@ def cuda_kernels(directory: Path) -> dict[str, int]:
     """Ops of the int8 graphs that onnxruntime's CUDA provider has no kernel for (empty: CUDA-clean)."""
     from nemo2sherpa.validate.precision_check import predicted_cpu_ops
 
-    found: dict[str, int] = {}
-    for graph in GRAPHS:
-        for op, count in predicted_cpu_ops(directory / f"{graph}.int8.onnx").items():
-            found[op] = found.get(op, 0) + count
-    return found
+    return predicted_cpu_ops(*(directory / f"{graph}.int8.onnx" for graph in GRAPHS))
 
 
 def _fresh(command: list[str]) -> dict:

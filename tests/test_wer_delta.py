@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from nemo2sherpa.validate.transcripts import corpus_wer
 from nemo2sherpa.validate.wer_delta import paired_wer_delta
 
 TRUTH = ["the cat sat on the mat"] * 100  # 600 words
@@ -11,6 +12,8 @@ def test_a_few_flipped_words_on_a_small_set_cannot_be_told_from_noise():
     candidate = ["the cat sat on a mat"] * 3 + TRUTH[3:]  # 3 errors in 600 words: +0.5 points
     result = paired_wer_delta(TRUTH, TRUTH, candidate)
     assert result["delta"] == 0.5 and (result["utterances"], result["words"]) == (100, 600)
+    assert (result["baseline"], result["candidate"]) == (corpus_wer(TRUTH, TRUTH, normalize=True),
+                                                         corpus_wer(TRUTH, candidate, normalize=True))
     low, high = result["interval_95"]
     assert low <= 0.0 < 0.5 < high  # the interval holds both "no loss" and "more than half a point"
 

@@ -100,12 +100,16 @@ def copy_source_tensors(source: SourceGraph, model, tensors: dict[str, Any]) -> 
         tensor.data_location = 0
 
 
-def write_rewritten(rewritten: OnnxGraph, target: Path, metadata: dict[str, str] | None,
-                    external_threshold: int) -> dict[str, str]:
-    """Write the rewritten graph with the fp32 writer; returns {file name: sha256} of what it wrote."""
-    from nemo2sherpa.graphs.writing import write_graph
+def write_rewritten(model, tensors: dict[str, Any], source: SourceGraph, target: Path,
+                    external_threshold: int | None = None) -> dict[str, str]:
+    """Write the rewritten `model` with the fp32 writer: its new tensors from `tensors`, the rest read from the
+    source's external file as the writer reaches them, the source's metadata kept, the default external-data
+    threshold unless told otherwise; returns {file name: sha256} of what it wrote."""
+    from nemo2sherpa.graphs.writing import DEFAULT_EXTERNAL_THRESHOLD, write_graph
 
-    written = write_graph(rewritten, target, metadata=metadata, external_threshold=external_threshold)
+    copy_source_tensors(source, model, tensors)
+    written = write_graph(OnnxGraph(model=model, tensors=tensors), target, metadata=metadata_of(source.model) or None,
+                          external_threshold=external_threshold or DEFAULT_EXTERNAL_THRESHOLD)
     return dict(written.sha256)
 
 

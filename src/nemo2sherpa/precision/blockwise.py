@@ -36,14 +36,12 @@ from typing import Any, Callable
 
 import numpy as np
 
-from nemo2sherpa.graphs.graph import LazyTensor, OnnxGraph
+from nemo2sherpa.graphs.graph import LazyTensor
 from nemo2sherpa.graphs.rewriting import (
     FLOAT,
     SourceGraph,
     all_names,
-    copy_source_tensors,
     detached,
-    metadata_of,
     placeholder,
     replace_nodes,
     tensor_types,
@@ -129,8 +127,6 @@ def quantize_blockwise(path: Path, target: Path, options: BlockwiseOptions = INT
     import onnx
     from onnx import helper
 
-    from nemo2sherpa.graphs.writing import DEFAULT_EXTERNAL_THRESHOLD
-
     keep = [re.compile(pattern) for pattern in options.keep_float]
     with SourceGraph(path) as source:
         model = onnx.ModelProto()
@@ -211,8 +207,6 @@ def quantize_blockwise(path: Path, target: Path, options: BlockwiseOptions = INT
         if counts["MatMul"] + counts["Conv (pointwise)"] and not any(op.domain == MICROSOFT
                                                                       for op in model.opset_import):
             model.opset_import.append(helper.make_opsetid(MICROSOFT, 1))
-        copy_source_tensors(source, model, tensors)
-        hashes = write_rewritten(OnnxGraph(model=model, tensors=tensors), target, metadata_of(source.model) or None,
-                                 external_threshold or DEFAULT_EXTERNAL_THRESHOLD)
+        hashes = write_rewritten(model, tensors, source, target, external_threshold)
     return {"method": "nemo2sherpa streamed block-wise weight-only quantization (onnxruntime MatMulNBits)",
             **options.to_dict(), "quantized": counts, "sha256": hashes}

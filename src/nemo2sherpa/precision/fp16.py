@@ -40,9 +40,7 @@ from nemo2sherpa.graphs.rewriting import (
     FLOAT16,
     SourceGraph,
     all_names,
-    copy_source_tensors,
     detached,
-    metadata_of,
     placeholder,
     replace_nodes,
     tensor_types,
@@ -255,7 +253,6 @@ def rewrite_fp16(source: SourceGraph, plan: Fp16Plan, emulate: bool = False) -> 
     # new_nodes are already in order: casts and constants come just before their first reader; float32 weights
     # nothing reads any more (all their readers run in float16) are dropped
     replace_nodes(graph, new_nodes, new_initializers, keep=graph_outputs)
-    copy_source_tensors(source, model, tensors)
     return OnnxGraph(model=model, tensors=tensors)
 
 
@@ -324,8 +321,6 @@ def convert_graph_fp16(path: Path, target: Path, probe: Mapping[str, np.ndarray]
                        attention_fp32: bool = True, range_probe: bool = True, naive: bool = False,
                        threads: int = 2) -> dict[str, Any]:
     """Write the fp16 (or emulated) version of the float32 graph at `path` to `target`; returns what was done."""
-    from nemo2sherpa.graphs.writing import DEFAULT_EXTERNAL_THRESHOLD
-
     with SourceGraph(path) as source:
         types = tensor_types(source.model)
         plan, precision = plan_fp16(source.model, types, attention_fp32=attention_fp32, naive=naive)
@@ -344,8 +339,7 @@ def convert_graph_fp16(path: Path, target: Path, probe: Mapping[str, np.ndarray]
         else:
             peak = None
         rewritten = rewrite_fp16(source, plan, emulate=emulate)
-        hashes = write_rewritten(rewritten, target, metadata_of(source.model) or None,
-                                 external_threshold or DEFAULT_EXTERNAL_THRESHOLD)
+        hashes = write_rewritten(rewritten.model, rewritten.tensors, source, target, external_threshold)
     info = plan.summary(len(source.model.graph.node))
     info["probe_max_abs_activation"] = peak
     info["sha256"] = hashes
@@ -361,8 +355,6 @@ def emulate_fp16_graph(path: Path, target: Path, external_threshold: int | None 
     Works for any float16 graph (ours, or a plain float->float16 conversion downloaded elsewhere)."""
     import onnx
     from onnx import helper, numpy_helper
-
-    from nemo2sherpa.graphs.writing import DEFAULT_EXTERNAL_THRESHOLD
 
     with SourceGraph(path) as source:
         model = onnx.ModelProto()
@@ -407,6 +399,4 @@ def emulate_fp16_graph(path: Path, target: Path, external_threshold: int | None 
             if value.type.tensor_type.elem_type == FLOAT16:
                 value.type.tensor_type.elem_type = FLOAT
         del graph.value_info[:]
-        copy_source_tensors(source, model, tensors)
-        write_rewritten(OnnxGraph(model=model, tensors=tensors), target, metadata_of(source.model) or None,
-                        external_threshold or DEFAULT_EXTERNAL_THRESHOLD)
+        write_rewritten(model, tensors, source, target, external_threshold)

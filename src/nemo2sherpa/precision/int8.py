@@ -28,14 +28,12 @@ from typing import Any
 
 import numpy as np
 
-from nemo2sherpa.graphs.graph import LazyTensor, OnnxGraph
+from nemo2sherpa.graphs.graph import LazyTensor
 from nemo2sherpa.graphs.rewriting import (
     FLOAT,
     SourceGraph,
     all_names,
-    copy_source_tensors,
     detached,
-    metadata_of,
     placeholder,
     replace_nodes,
     tensor_types,
@@ -88,8 +86,6 @@ def quantize_streamed(path: Path, target: Path, options: Int8Options = ENCODER_I
     """Write the dynamically quantized version of the float32 graph at `path` to `target`."""
     import onnx
     from onnx import helper, numpy_helper
-
-    from nemo2sherpa.graphs.writing import DEFAULT_EXTERNAL_THRESHOLD
 
     with SourceGraph(path) as source:
         model = onnx.ModelProto()
@@ -194,9 +190,7 @@ def quantize_streamed(path: Path, target: Path, options: Int8Options = ENCODER_I
         replace_nodes(graph, new_nodes, new_initializers)
         if not any(op.domain in ("", "ai.onnx") and op.version >= 10 for op in model.opset_import):
             raise ValueError(f"{path.name}: opset below 10 has no MatMulInteger")
-        copy_source_tensors(source, model, tensors)
-        hashes = write_rewritten(OnnxGraph(model=model, tensors=tensors), target, metadata_of(source.model) or None,
-                                 external_threshold or DEFAULT_EXTERNAL_THRESHOLD)
+        hashes = write_rewritten(model, tensors, source, target, external_threshold)
     return {"method": "nemo2sherpa streamed dynamic quantization (onnxruntime IntegerOps graph)",
             **options.to_dict(), "quantized": counts, "sha256": hashes}
 

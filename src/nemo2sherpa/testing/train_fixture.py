@@ -106,7 +106,7 @@ def _hypothesis_text(hypothesis: Any) -> str:
     return hypothesis if isinstance(hypothesis, str) else str(getattr(hypothesis, "text", hypothesis))
 
 
-def _flatten_transcripts(result: Any) -> list[str]:
+def flatten_transcripts(result: Any) -> list[str]:
     """transcribe() returns a list of Hypothesis, or (best, all) for some models and NeMo versions."""
     if isinstance(result, tuple):
         result = result[0]
@@ -213,12 +213,12 @@ class Trainer:
             if self.transducer:
                 hypotheses = self.model.decoding.rnnt_decoder_predictions_tensor(
                     encoder_output=encoded, encoded_lengths=encoded_lengths)
-                out["transducer"] = [normalise(text) for text in _flatten_transcripts(hypotheses)]
+                out["transducer"] = [normalise(text) for text in flatten_transcripts(hypotheses)]
             if self.ctc_head is not None:
                 decoding = self.model.ctc_decoding if self.transducer else self.model.decoding
                 log_probs = self.ctc_head(encoder_output=encoded)
                 hypotheses = decoding.ctc_decoder_predictions_tensor(log_probs, decoder_lengths=encoded_lengths)
-                out["ctc"] = [normalise(text) for text in _flatten_transcripts(hypotheses)]
+                out["ctc"] = [normalise(text) for text in flatten_transcripts(hypotheses)]
         return out
 
     def wrong(self, transcripts: dict[str, list[str]]) -> list[tuple[str, int]]:
@@ -269,7 +269,7 @@ def transcribe_files(model: Any, paths: Sequence[Path]) -> list[str]:
     model.eval()
     with quiet_nemo():
         result = model.transcribe([str(p) for p in paths], batch_size=4, verbose=False)
-    return _flatten_transcripts(result)
+    return flatten_transcripts(result)
 
 
 def write_dataset(out: Path, utterances: Sequence[Utterance]) -> list[Path]:

@@ -156,7 +156,7 @@ def greedy_transcripts(model: Any, clips: Sequence[Clip], batch: int = 32) -> li
     """NeMo's own greedy TDT decoding of an eval-mode forward pass, in batches."""
     import torch
 
-    from nemo2sherpa.testing.train_fixture import _flatten_transcripts, normalise
+    from nemo2sherpa.testing.train_fixture import flatten_transcripts, normalise
 
     model.eval()
     out: list[str] = []
@@ -167,7 +167,7 @@ def greedy_transcripts(model: Any, clips: Sequence[Clip], batch: int = 32) -> li
             encoded, encoded_lengths = model.encoder(audio_signal=features, length=feature_lengths)
             hypotheses = model.decoding.rnnt_decoder_predictions_tensor(encoder_output=encoded,
                                                                         encoded_lengths=encoded_lengths)
-            out.extend(normalise(text) for text in _flatten_transcripts(hypotheses))
+            out.extend(normalise(text) for text in flatten_transcripts(hypotheses))
     return out
 
 

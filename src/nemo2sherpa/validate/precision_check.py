@@ -163,15 +163,16 @@ def summarize_profile(events: list[dict[str, Any]]) -> dict[str, Any]:
             "falls_back": bool(without_kernel) or cpu_share > MATERIAL_CPU_SHARE}
 
 
-def predicted_cpu_ops(graph: Path) -> dict[str, int]:
-    """Ops of the graph that onnxruntime's CUDA provider has no kernel for (a prediction, not a measurement)."""
+def predicted_cpu_ops(*graphs: Path) -> dict[str, int]:
+    """Ops of the graphs that onnxruntime's CUDA provider has no kernel for, counted over all of them (a
+    prediction, not a measurement). Every graph of a variant counts: a decoder's DynamicQuantizeLSTM falls back too."""
     import onnx
 
-    model = onnx.load(str(graph), load_external_data=False)
     found: dict[str, int] = {}
-    for node in model.graph.node:
-        if node.op_type in NO_CUDA_KERNEL:
-            found[node.op_type] = found.get(node.op_type, 0) + 1
+    for graph in graphs:
+        for node in onnx.load(str(graph), load_external_data=False).graph.node:
+            if node.op_type in NO_CUDA_KERNEL:
+                found[node.op_type] = found.get(node.op_type, 0) + 1
     return found
 
 
@@ -262,13 +263,12 @@ def compare_with_fp32(variant: ModelDir, fp32: ModelDir, clips: Sequence[Clip], 
             judged_against, against = "truth", truth
         elif references and all(c.name in references for c in clips):
             judged_against, against = "nemo", [references[c.name].text for c in clips]
-        normalize = judged_against == "truth"
-        wer_a = corpus_wer(against, texts_a, normalize=normalize) if judged_against else None
-        wer_b = corpus_wer(against, texts_b, normalize=normalize) if judged_against else None
-        if judged_against and wer_a is not None and wer_b is not None:
+        paired = paired_wer_delta(against, texts_a, texts_b, normalize=judged_against == "truth") \
+            if judged_against else None
+        if paired:
+            wer_a, wer_b = paired["baseline"], paired["candidate"]
             delta = round(wer_b - wer_a, 3)
-            paired = paired_wer_delta(against, texts_a, texts_b, normalize=normalize)
-            low, high = paired["interval_95"] if paired else (delta, delta)
+            low, high = paired["interval_95"]
             figures.update({f"wer_vs_{judged_against}_percent": {"fp32": wer_a, precision: wer_b},
                             "wer_delta_abs": delta, "wer_delta_interval_95": [low, high]})
             if low > max_wer_delta:
@@ -303,10 +303,7 @@ def compare_with_fp32(variant: ModelDir, fp32: ModelDir, clips: Sequence[Clip], 
     feeds = _encoder_feeds(variant.encoder, spec.feat_dim)
     measured = cuda_placement(variant.encoder, feeds)
     placement["encoder"] = measured
-    predicted: dict[str, int] = {}
-    for graph in variant.graphs.values():  # every graph: a decoder's DynamicQuantizeLSTM falls back as well
-        for op, count in predicted_cpu_ops(graph).items():
-            predicted[op] = predicted.get(op, 0) + count
+    predicted = predicted_cpu_ops(*variant.graphs.values())
     if predicted:
         placement["predicted_cpu_ops"] = predicted
     if measured.get("measured") and measured.get("falls_back"):

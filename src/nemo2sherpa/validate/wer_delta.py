@@ -18,9 +18,9 @@ RESAMPLES = 2000
 
 def paired_wer_delta(references: Sequence[str], baseline: Sequence[str], candidate: Sequence[str],
                      normalize: bool = True, seed: int = 0) -> dict[str, Any] | None:
-    """The candidate's WER minus the baseline's (percentage points) and its 95% interval from a paired bootstrap
-    that resamples utterances (each resample keeps an utterance's errors in both systems together); None when the
-    references hold no words."""
+    """Both WERs (percent, as transcripts.corpus_wer gives them), the candidate's minus the baseline's (percentage
+    points) and its 95% interval from a paired bootstrap that resamples utterances (each resample keeps an
+    utterance's errors in both systems together); None when the references hold no words."""
     from nemo2sherpa.validate.transcripts import normalize_for_wer, word_errors
 
     rows = []
@@ -29,15 +29,17 @@ def paired_wer_delta(references: Sequence[str], baseline: Sequence[str], candida
             ref, a, b = normalize_for_wer(ref), normalize_for_wer(a), normalize_for_wer(b)
         errors_a, words = word_errors(ref, a)
         errors_b, _ = word_errors(ref, b)
-        rows.append((errors_b - errors_a, words))
-    if not rows or not sum(w for _, w in rows):
+        rows.append((errors_a, errors_b, words))
+    if not rows or not sum(w for _, _, w in rows):
         return None
-    difference = np.array([d for d, _ in rows], dtype=np.float64)
-    words = np.array([w for _, w in rows], dtype=np.float64)
+    errors = np.array(rows, dtype=np.float64)
+    difference, words = errors[:, 1] - errors[:, 0], errors[:, 2]
     picks = np.random.default_rng(seed).integers(0, len(rows), size=(RESAMPLES, len(rows)))
     totals = words[picks].sum(axis=1)
     resampled = 100.0 * difference[picks].sum(axis=1) / np.where(totals > 0, totals, 1.0)
     low, high = np.percentile(resampled, [2.5, 97.5])
-    return {"delta": round(float(100.0 * difference.sum() / words.sum()), 3),
+    return {"baseline": round(float(100.0 * errors[:, 0].sum() / words.sum()), 3),
+            "candidate": round(float(100.0 * errors[:, 1].sum() / words.sum()), 3),
+            "delta": round(float(100.0 * difference.sum() / words.sum()), 3),
             "interval_95": [round(float(low), 3), round(float(high), 3)], "utterances": len(rows),
             "words": int(words.sum())}
