@@ -23,6 +23,8 @@ def main(checkpoint: str, out: str) -> None:
     model = ASRModel.restore_from(checkpoint, map_location="cpu")
     model.eval()
     marks["restore_from"] = time.perf_counter() - start
+    if getattr(model.encoder, "att_context_style", "regular") == "chunked_limited":
+        model.set_export_config({"cache_support": "True"})  # a streaming model: the scripts export its caches
     with torch.no_grad():
         for name, module in (("encoder", model.encoder), ("decoder", model.decoder), ("joiner", model.joint)):
             begin = time.perf_counter()

@@ -75,10 +75,12 @@ def _graph(path: Path, metadata: dict[str, str]) -> None:
 
 
 def test_every_registered_family_names_its_files_apart():
-    """--decoder both writes two families into one directory: no file may be claimed twice."""
-    names = [name for family in families.FAMILIES.values() for precision in PRECISIONS
-             for name in family.files(precision).values()]
-    assert len(names) == len(set(names))
+    """--decoder both writes a hybrid's two families into one directory (both offline, or both streaming): no file
+    may be claimed twice among them."""
+    for online in (False, True):
+        names = [name for family in families.FAMILIES.values() if family.online == online
+                 for precision in PRECISIONS for name in family.files(precision).values()]
+        assert names and len(names) == len(set(names))
     assert all(sum(r.holds_encoder for r in f.roles) == 1 for f in families.FAMILIES.values())
 
 

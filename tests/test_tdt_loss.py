@@ -187,3 +187,28 @@ def test_agrees_with_nemo_reference_implementation(monkeypatch):
     want = reference(acts=joint, labels=labels, act_lens=frames, label_lens=n_labels)
     got = tdt_loss(joint, labels, frames, n_labels, durations, sigma=0.02, reduction="none")
     assert got.tolist() == pytest.approx(want.tolist(), rel=1e-4)
+
+
+def test_rnnt_loss_equals_nemos_rnnt_loss_and_its_gradients():
+    """The plain RNN-T loss (the streaming fixture's) against NeMo's own (its numba kernel's CPU path), values and
+    gradients, on a ragged batch."""
+    pytest.importorskip("nemo", reason="NeMo is not installed (the convert extra)")
+    from nemo.collections.asr.losses.rnnt import RNNTLoss
+
+    from nemo2sherpa.testing.tdt_loss import rnnt_loss
+
+    torch.manual_seed(0)
+    batch, frames, labels, vocab = 3, 12, 5, 7
+    joint = torch.randn(batch, frames, labels + 1, vocab + 1, dtype=torch.float64)
+    targets = torch.randint(0, vocab, (batch, labels))
+    frame_lengths, label_lengths = torch.tensor([12, 9, 7]), torch.tensor([5, 3, 4])
+    ours_in = joint.clone().requires_grad_()
+    ours = rnnt_loss(ours_in, targets, frame_lengths, label_lengths, reduction="none")
+    nemo_in = joint.clone().float().requires_grad_()
+    nemo = RNNTLoss(num_classes=vocab, reduction=None)(log_probs=nemo_in, targets=targets,
+                                                       input_lengths=frame_lengths, target_lengths=label_lengths)
+    assert torch.allclose(ours.float(), nemo, atol=1e-4), (ours, nemo)
+    ours.sum().backward()
+    nemo.sum().backward()
+    # NeMo's kernel takes the gradient with respect to the log-softmax of its input; both normalise the same way
+    assert torch.allclose(ours_in.grad.float(), nemo_in.grad, atol=1e-4)

@@ -71,10 +71,11 @@ def recipes(as_json: bool) -> int:
     for name, r in catalog.items():
         a = r.architecture
         heads = [("TDT" if a.durations else "RNNT")] if a.pred_hidden is not None else []
-        kind = "+".join(heads + (["CTC"] if a.has_ctc_head else []))
+        kind = "+".join(heads + (["CTC"] if a.has_ctc_head else [])) + (", streaming" if a.is_cache_aware else "")
+        licence = r.license.split(":")[1] if r.license.startswith("other:") else r.license  # the name, not the URL
         rows.append((name, r.repo_id or "bundled with nemo2sherpa", _human_count(r.params),
                      _languages(r.languages), str(a.mels),
-                     str(a.vocab_size), kind, r.license))
+                     str(a.vocab_size), kind, licence))
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     for index, row in enumerate(rows):
         click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
@@ -138,10 +139,15 @@ def _context(value: str | None) -> tuple[int, int] | None:
               help="Export with this attention instead of the checkpoint's (local: long-form audio).")
 @click.option("--context", default=None, metavar="L,R", callback=lambda c, p, v: _context(v),
               help="Left,right attention context in encoder frames for --attention local (e.g. 128,128).")
+@click.option("--lookahead", type=click.IntRange(min=0), default=None, metavar="FRAMES",
+              help="A cache-aware streaming model's look-ahead in encoder frames (80 ms each), among those it was "
+                   "trained with [default: its own default]: more look-ahead, more accuracy and latency.")
 @click.option("--no-optimize", is_flag=True, help="Write the encoder graph as exported, without optimisation.")
 @click.option("--decoder", type=click.Choice([*branches(), BOTH]), default=None,
               help="Which decoder to export: a hybrid TDT/RNNT-CTC model's transducer (its default), its CTC "
-                   "branch, or both into one directory; a CTC model has only ctc.")
+                   "branch, or both into one directory; a CTC model has only ctc. A cache-aware streaming model "
+                   "gets streaming-transducer (its default) or streaming-ctc; transducer or ctc convert it for "
+                   "offline use.")
 @click.option("--layout", type=click.Choice(list(LAYOUTS)), default=DEFAULT_LAYOUT, show_default=True,
               help="Which runtime's directory to write: sherpa-onnx's (encoder.onnx, decoder.onnx, joiner.onnx or "
                    "model.onnx, tokens.txt), or onnx-asr's (encoder-model.onnx and decoder_joint-model.onnx, or "
@@ -152,8 +158,8 @@ def _context(value: str | None) -> tuple[int, int] | None:
 @click.option("-q", "--quiet", is_flag=True, help="No progress lines.")
 def convert(source: str, output: Path, revision: str | None, random_weights: bool, overwrite: bool,
             external_threshold: int | None, seed: int, precisions: tuple[str, ...], attention: str | None,
-            context: tuple[int, int] | None, no_optimize: bool, decoder: str | None, layout: str,
-            licence: str | None, quiet: bool) -> int:
+            context: tuple[int, int] | None, lookahead: int | None, no_optimize: bool, decoder: str | None,
+            layout: str, licence: str | None, quiet: bool) -> int:
     """Convert SOURCE into a sherpa-onnx model directory (or, with --layout onnx-asr, an onnx-asr one).
 
     SOURCE is a recipe name (see `nemo2sherpa recipes`), a Hugging Face repo id (owner/name) or a local .nemo file.
@@ -167,7 +173,8 @@ def convert(source: str, output: Path, revision: str | None, random_weights: boo
     options = ConvertOptions(
         source=source, output=output, revision=revision, random_weights=random_weights, overwrite=overwrite,
         external_threshold=DEFAULT_EXTERNAL_THRESHOLD if external_threshold is None else external_threshold,
-        seed=seed, precisions=precisions, attention=AttentionRequest(attention=attention, context=context),
+        seed=seed, precisions=precisions,
+        attention=AttentionRequest(attention=attention, context=context, lookahead=lookahead),
         optimize=not no_optimize, decoder=decoder, license=licence, layout=layout,
     )
     result = run_convert(options, Progress(enabled=not quiet))

@@ -14,6 +14,10 @@ SUPPORTED_CLASSES = ("EncDecRNNTBPEModel", "EncDecHybridRNNTCTCBPEModel", "EncDe
 CTC_HEAD_CLASSES = ("EncDecCTCModelBPE", "EncDecHybridRNNTCTCBPEModel")
 #: decoder_kind of a model: how its transducer decodes (tdt, rnnt), or ctc for a model that has only a CTC head
 DECODER_KINDS = ("tdt", "rnnt", "ctc")
+#: the attention style of NeMo's cache-aware streaming encoders
+CACHE_AWARE_STYLE = "chunked_limited"
+_TUPLE_FIELDS = ("att_context_size", "durations", "lookaheads")
+STREAMING_FIELDS = ("att_context_style", "lookaheads", "conv_context", "causal_downsampling", "conv_norm")
 
 
 @dataclass(frozen=True)
@@ -42,6 +46,14 @@ class Architecture:
     pred_hidden: int | None = None
     pred_rnn_layers: int | None = None
     joint_hidden: int | None = None
+    # cache-aware streaming encoders only (None for offline ones): the attention style ("chunked_limited"), the
+    # look-aheads it was trained with (right contexts in encoder frames, the default first), its convolutions'
+    # context ("causal") and subsampling ("causal_downsampling"), and the convolution module's normalisation
+    att_context_style: str | None = None
+    lookaheads: tuple[int, ...] | None = None
+    conv_context: str | None = None
+    causal_downsampling: bool | None = None
+    conv_norm: str | None = None
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "Architecture":
@@ -50,14 +62,14 @@ class Architecture:
         if unknown:
             raise ValueError(f"unknown architecture field(s): {', '.join(unknown)}")
         values = dict(data)
-        for name in ("att_context_size", "durations"):
+        for name in _TUPLE_FIELDS:
             if values.get(name) is not None:
                 values[name] = tuple(int(v) for v in values[name])
         return cls(**values)
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
-        for name in ("att_context_size", "durations"):
+        for name in _TUPLE_FIELDS:
             if out[name] is not None:
                 out[name] = list(out[name])
         return out
@@ -75,11 +87,19 @@ class Architecture:
         return found
 
     def missing(self) -> list[str]:
-        return [f.name for f in fields(self) if getattr(self, f.name) is None]
+        """The fields a model config cannot be written without (the streaming ones only for a streaming shape)."""
+        optional = () if self.att_context_style else STREAMING_FIELDS
+        return [f.name for f in fields(self) if getattr(self, f.name) is None and f.name not in optional]
 
     @property
     def is_tdt(self) -> bool:
         return bool(self.durations)
+
+    @property
+    def is_cache_aware(self) -> bool:
+        """Trained for cache-aware streaming: attention limited to chunks (with look-ahead), so the encoder can run
+        chunk by chunk with caches and give what it gives on the whole input."""
+        return self.att_context_style == CACHE_AWARE_STYLE
 
     @property
     def has_ctc_head(self) -> bool:
@@ -94,6 +114,38 @@ def _show(value: Any) -> str:
 
 
 @dataclass(frozen=True)
+class StreamingShape:
+    """How a cache-aware encoder is exported to run chunk by chunk, read from NeMo's streaming config for the chosen
+    look-ahead: what sherpa-onnx's online recognizer needs to feed it (window_size, chunk_shift, the caches' shapes)
+    and what a reference streaming run needs to cut the same chunks."""
+
+    lookahead: int  # encoder frames of right context
+    left_context: int  # encoder frames the attention cache keeps
+    chunk_frames: int  # feature frames one step advances by (sherpa-onnx's chunk_shift)
+    pre_encode_cache_frames: int  # feature frames before the chunk that the subsampling needs again
+    drop_extra_pre_encoded: int  # encoder frames the graph drops, computed from those cached feature frames
+    output_frames: int  # encoder frames one step emits
+    conv_cache: int  # frames of left context each causal convolution keeps
+    layers: int
+    d_model: int
+
+    @property
+    def window_frames(self) -> int:
+        """Feature frames one step reads (sherpa-onnx's window_size): the cached ones and the new chunk."""
+        return self.chunk_frames + self.pre_encode_cache_frames
+
+    def latency_ms(self, hop_ms: float, subsampling: int) -> dict[str, float]:
+        """The algorithmic latency of a step: the look-ahead, and the chunk (a frame at its start waits for the whole
+        chunk to arrive), before any compute."""
+        frame = hop_ms * subsampling
+        return {"lookahead_ms": round(self.lookahead * frame, 3), "chunk_ms": round(self.chunk_frames * hop_ms, 3)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "StreamingShape":
+        return cls(**{f.name: int(data[f.name]) for f in fields(cls)})
+
+
+@dataclass(frozen=True)
 class ModelFacts:
     """Everything the export, the sherpa-onnx metadata and the validation need to know about a checkpoint."""
 
@@ -104,6 +156,7 @@ class ModelFacts:
     max_symbols_per_frame: int | None  # NeMo's greedy limit; sherpa-onnx stops at 5
     frontend: dict[str, Any] = field(default_factory=dict)  # NeMo preprocessor settings, for reports
     parameters: int | None = None
+    streaming: StreamingShape | None = None  # how a cache-aware encoder was exported to stream (convert sets it)
 
     @property
     def model_class(self) -> str:
@@ -143,6 +196,7 @@ class ModelFacts:
             "max_symbols_per_frame": self.max_symbols_per_frame,
             "frontend": dict(self.frontend),
             "parameters": self.parameters,
+            **({"streaming": asdict(self.streaming)} if self.streaming else {}),
         }
 
     @classmethod
@@ -155,4 +209,5 @@ class ModelFacts:
             max_symbols_per_frame=data.get("max_symbols_per_frame"),
             frontend=dict(data.get("frontend") or {}),
             parameters=data.get("parameters"),
+            streaming=StreamingShape.from_dict(data["streaming"]) if data.get("streaming") else None,
         )

@@ -41,6 +41,8 @@ class FrontEnd:
 
 
 SHERPA_ONNX = FrontEnd()
+#: sherpa-onnx's online NeMo recognizers set a hann window and mel filters up to 8 kHz (online-recognizer-*-impl.h)
+SHERPA_ONNX_ONLINE = FrontEnd(window="hann", high_freq=0.0)
 NEMO_VALUES = FrontEnd(window="hann", high_freq=0.0, log_guard="add", variance="unbiased")
 #: the switchable differences, as report and docs name them
 FACTORS = {

@@ -19,8 +19,8 @@ from nemo2sherpa.errors import UserError
 
 FORMAT = "nemo2sherpa-validation"
 FORMAT_VERSION = 1
-CHECK_ORDER = ("contract", "graph_fidelity", "transcripts", "providers", "speed", "precision", "long_audio",
-               "attention")
+CHECK_ORDER = ("contract", "graph_fidelity", "transcripts", "providers", "speed", "streaming", "precision",
+               "long_audio", "attention")
 REPORT_JSON, REPORT_MD, PLOT = "report.json", "report.md", "decode_time.png"
 # report.json's own sha256, written beside it at validation time: publish uploads the report only as validate wrote it
 SEAL = "report.json.sha256"

@@ -72,6 +72,8 @@ def nemo_model_config(arch: Architecture, tokenizer_dir: str, dropout: float = 0
             "dropout_att": dropout,
         },
     }
+    if arch.is_cache_aware:
+        _make_cache_aware(config, arch)
     if transducer:
         config.update(_transducer_sections(arch, dropout))
     else:
@@ -86,6 +88,22 @@ def nemo_model_config(arch: Architecture, tokenizer_dir: str, dropout: float = 0
             "decoding": {"strategy": "greedy"},
         }
     return config
+
+
+def _make_cache_aware(config: dict[str, Any], arch: Architecture) -> None:
+    """A cache-aware streaming encoder as NeMo's streaming FastConformer configs have it: chunked attention with
+    each look-ahead (the default first), causal convolutions and subsampling, and no per-utterance feature
+    normalisation (a stream has no whole utterance to normalise over)."""
+    left = int((arch.att_context_size or (-1, -1))[0])
+    encoder = config["encoder"]
+    encoder.update({
+        "att_context_style": arch.att_context_style,
+        "att_context_size": [[left, int(right)] for right in arch.lookaheads or ()],
+        "conv_context_size": "causal" if arch.conv_context == "causal" else None,
+        "causal_downsampling": bool(arch.causal_downsampling),
+        "conv_norm_type": arch.conv_norm or "batch_norm",
+    })
+    config["preprocessor"]["normalize"] = "NA"
 
 
 def _ctc_head(arch: Architecture) -> dict[str, Any]:

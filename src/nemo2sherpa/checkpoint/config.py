@@ -11,7 +11,7 @@ from typing import Any, Mapping
 
 from nemo2sherpa.checkpoint.config_targets import check_targets
 from nemo2sherpa.errors import UserError
-from nemo2sherpa.facts import SUPPORTED_CLASSES, Architecture, ModelFacts
+from nemo2sherpa.facts import CACHE_AWARE_STYLE, SUPPORTED_CLASSES, Architecture, ModelFacts
 
 SUPPORTED = ("TDT/RNNT BPE transducers (EncDecRNNTBPEModel), BPE CTC models (EncDecCTCModelBPE) and hybrid "
              "TDT/RNNT-CTC models (EncDecHybridRNNTCTCBPEModel)")
@@ -101,9 +101,7 @@ def _facts_from_config(config: Mapping[str, Any], source: Path, tokenizer_vocab:
     if _target_name(enc) != "ConformerEncoder":
         raise UserError.about(source, f"encoder {_target_name(enc) or '?'} is not supported; "
                                       "nemo2sherpa exports (Fast)Conformer encoders")
-    if str(enc.get("att_context_style", "regular")) != "regular":
-        raise UserError.about(source, f"encoder.att_context_style is {enc.get('att_context_style')!r} "
-                                      "(a cache-aware streaming model); only offline models are supported")
+    streaming = _streaming_facts(enc, source)
     context = enc.get("att_context_size") or [-1, -1]
     if context and isinstance(context[0], (list, tuple)):  # multi-lookahead models list several; the first is default
         context = context[0]
@@ -146,6 +144,7 @@ def _facts_from_config(config: Mapping[str, Any], source: Path, tokenizer_vocab:
         pred_hidden=transducer.get("pred_hidden"),
         pred_rnn_layers=transducer.get("pred_rnn_layers"),
         joint_hidden=transducer.get("joint_hidden"),
+        **streaming,
     )
     frontend = {key: pre.get(key, default) for key, default in PREPROCESSOR_DEFAULTS.items()}
     return ModelFacts(
@@ -156,6 +155,32 @@ def _facts_from_config(config: Mapping[str, Any], source: Path, tokenizer_vocab:
         max_symbols_per_frame=transducer.get("max_symbols"),
         frontend=frontend,
     )
+
+
+def _streaming_facts(enc: Mapping[str, Any], source: Path) -> dict[str, Any]:
+    """A cache-aware encoder's streaming shape (empty for an offline one), or a one-line refusal of an attention
+    style that NeMo cannot export with caches."""
+    style = str(enc.get("att_context_style", "regular") or "regular")
+    if style == "regular":
+        return {}
+    if style != CACHE_AWARE_STYLE:
+        raise UserError.about(source, f"encoder.att_context_style is {style!r}; nemo2sherpa converts offline "
+                                      f"('regular') and cache-aware streaming ('{CACHE_AWARE_STYLE}') encoders")
+    contexts = enc.get("att_context_size") or []
+    if not contexts:
+        raise UserError.about(source, f"a {CACHE_AWARE_STYLE} encoder without att_context_size")
+    if not isinstance(contexts[0], (list, tuple)):
+        contexts = [contexts]
+    lookaheads = tuple(int(context[1]) for context in contexts)
+    if min(lookaheads) < 0:
+        raise UserError.about(source, f"att_context_size {[list(c) for c in contexts]} has an unlimited look-ahead; "
+                                      "a streaming encoder needs a finite one")
+    kernel = int(enc.get("conv_kernel_size", 31))
+    conv = enc.get("conv_context_size")
+    causal = conv == "causal" or (isinstance(conv, (list, tuple)) and [int(v) for v in conv] == [kernel - 1, 0])
+    return {"att_context_style": style, "lookaheads": lookaheads, "conv_context": "causal" if causal else "symmetric",
+            "causal_downsampling": bool(enc.get("causal_downsampling", False)),
+            "conv_norm": str(enc.get("conv_norm_type", "batch_norm"))}
 
 
 def _transducer_facts(config: Mapping[str, Any], source: Path) -> dict[str, Any]:

@@ -16,11 +16,13 @@ from nemo2sherpa.facts import ModelFacts
 from nemo2sherpa.families.base import DEFAULT_LAYOUT, Family, FamilyFiles, ModelSpec, Role
 from nemo2sherpa.families.ctc import CTC
 from nemo2sherpa.families.onnx_asr import ONNX_ASR_CTC, ONNX_ASR_TRANSDUCER
+from nemo2sherpa.families.streaming import STREAMING_CTC, STREAMING_TRANSDUCER
 from nemo2sherpa.families.transducer import TRANSDUCER
 
 #: layout -> its families by name, the preferred first: a checkpoint that several can export gets the first by default
+#: (a cache-aware one its streaming transducer; `--decoder transducer` converts it for offline use)
 LAYOUTS: dict[str, dict[str, Family]] = {
-    DEFAULT_LAYOUT: {family.name: family for family in (TRANSDUCER, CTC)},
+    DEFAULT_LAYOUT: {family.name: family for family in (STREAMING_TRANSDUCER, STREAMING_CTC, TRANSDUCER, CTC)},
     "onnx-asr": {family.name: family for family in (ONNX_ASR_TRANSDUCER, ONNX_ASR_CTC)},
 }
 #: the sherpa-onnx layout's families: the ones validate and publish run, and that a directory's files identify
@@ -72,6 +74,7 @@ def families_for(facts: ModelFacts, decoder: str | None, source: Path | str,
             raise UserError.about(source, f"{facts.model_class}: no family of nemo2sherpa can export it")
         wanted, asked = [present[0].branch], f"--layout {layout}"
     elif decoder == BOTH:
+        present = [family for family in present if family.online == present[0].online]  # a hybrid's two branches
         if len(present) < 2:
             raise UserError.about(source, f"--decoder both needs a hybrid model; {facts.model_class} has only "
                                           f"{present[0].title if present else 'no exportable decoder'}")
@@ -103,6 +106,17 @@ def family_of_files(directory: Path, precision: str) -> Family | None:
     for layout in LAYOUTS.values():
         for family in layout.values():
             names = [*family.files(precision).values(), family.tokens_file]
-            if all((directory / name).is_file() for name in names):
+            if all((directory / name).is_file() for name in names) and \
+                    family.claims(_metadata(directory / family.files(precision)[family.encoder_role.name])):
                 return family
     return None
+
+
+def _metadata(graph: Path) -> dict[str, str]:
+    """A graph's metadata, read without its weights; empty when it cannot be read (the contract check says why)."""
+    import onnx
+
+    try:
+        return {p.key: p.value for p in onnx.load(str(graph), load_external_data=False).metadata_props}
+    except Exception:  # noqa: BLE001 - a broken file is reported by the contract check, not here
+        return {}

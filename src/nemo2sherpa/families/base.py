@@ -94,6 +94,18 @@ class NemoOutput:
     tokens: list[int]
 
 
+@dataclass(frozen=True)
+class Recognized:
+    """One decode in the shape validate reads a recognizer's result (sherpa-onnx's fields), for the runtime
+    recognizers that are not sherpa-onnx's offline one (onnx-asr, sherpa-onnx's online one driven live): the text, the
+    pieces with SentencePiece's word mark shown as a space, and each piece's time in seconds. Its own class: families
+    do not import validate."""
+
+    text: str
+    tokens: list[str]
+    timestamps: list[float]
+
+
 @dataclass
 class Blame:
     graph: str
@@ -124,6 +136,8 @@ class Family(ABC):
     tokens_file: str = "tokens.txt"
     #: why this family needs a directory of its own (convert --decoder both refuses it); None: it can share one
     alone: str | None = None
+    #: whether its runtime recognizer streams (sherpa-onnx's OnlineRecognizer) rather than decodes whole inputs
+    online: bool = False
 
     @property
     def branch(self) -> str:
@@ -148,6 +162,11 @@ class Family(ABC):
         """The one file a graph's external weights live in: nemo2sherpa's '<stem>.weights' unless the layout's
         runtime expects another name (a model hub fetches only the names it knows)."""
         return PurePath(graph_file).with_suffix(".weights").name
+
+    def claims(self, metadata: Mapping[str, str]) -> bool:
+        """Whether a directory of this family's file names, whose encoder-holding graph has this metadata, is this
+        family's: an online and an offline transducer have the same files, and only the metadata tells them apart."""
+        return ("window_size" in metadata) == self.online
 
     def companion_files(self, facts: ModelFacts, pieces: Sequence[str]) -> dict[str, str]:
         """The text files the runtime reads beside the graphs, name -> content (the vocabulary, a config): a family
@@ -201,6 +220,12 @@ class Family(ABC):
         """Whether greedy() can decode NeMo's output (the transducer's decoder and joiner can take NeMo's encoder
         output, which tells an encoder difference from a decoder one); a one-graph family cannot."""
         return False
+
+    def nemo_reference(self, model: Any, features: Any, feature_length: Any) -> NemoOutput:
+        """NeMo's result on features [1, mels, T] (torch): its encoder on the whole input, then nemo_output. A
+        streaming family streams them instead, as NeMo streams."""
+        encoded, encoded_length = model.encoder(audio_signal=features, length=feature_length)
+        return self.nemo_output(model, encoded, encoded_length)
 
     @abstractmethod
     def nemo_output(self, model: Any, encoded: Any, encoded_length: Any) -> NemoOutput:

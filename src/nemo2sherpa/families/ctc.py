@@ -71,6 +71,7 @@ class CtcFamily(Family):
     title = "offline CTC"
     roles = (Role("model", holds_encoder=True),)
     sherpa_model_type = "nemo_ctc"
+    graph_inputs = 2  # what sherpa-onnx feeds model.onnx
 
     def refusal(self, facts: ModelFacts) -> str | None:
         if not facts.architecture.has_ctc_head:
@@ -110,8 +111,9 @@ class CtcFamily(Family):
                 result.fail(f"model metadata lacks {key!r}, which sherpa-onnx requires")
         vocab_size = int_metadata(metadata, "vocab_size", result)
         subsampling = int_metadata(metadata, "subsampling_factor", result)
-        if len(graph.graph.input) != 2:
-            result.fail(f"model.onnx takes {len(graph.graph.input)} inputs; sherpa-onnx feeds features and lengths")
+        if len(graph.graph.input) != self.graph_inputs:
+            result.fail(f"model.onnx takes {len(graph.graph.input)} inputs; sherpa-onnx feeds {self.graph_inputs} "
+                        "(features and lengths, and a streaming model's three caches)")
         output = dims(graph.graph.output[0])
         width = output[-1] if len(output) == 3 and isinstance(output[-1], int) else None
         if width is not None and vocab_size is not None and width != vocab_size + 1:

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, Mapping, Sequence
 
@@ -37,7 +36,7 @@ import numpy as np
 from nemo2sherpa.confinement import outside_reason
 from nemo2sherpa.errors import UserError
 from nemo2sherpa.facts import ModelFacts
-from nemo2sherpa.families.base import PRECISIONS, ModelSpec, Probe, Role
+from nemo2sherpa.families.base import PRECISIONS, ModelSpec, Probe, Recognized, Role
 from nemo2sherpa.families.common import dims, encoder_probes, flatten, make_session, run_export_forward
 from nemo2sherpa.families.ctc import CtcFamily
 from nemo2sherpa.families.transducer import JOINT_EXAMPLE_FRAMES, GraphTransducer, TransducerFamily
@@ -223,17 +222,6 @@ class GraphDecoderJoint(GraphTransducer):
         token, states = decoder_out
         frame = np.ascontiguousarray(frame, dtype=np.float32)[np.newaxis, :, np.newaxis]
         return self._run(frame, token, states)[0].reshape(-1)
-
-
-@dataclass(frozen=True)
-class Recognized:
-    """One decode in the shape validate reads a recognizer's result (sherpa-onnx's fields): the text, the pieces
-    with SentencePiece's word mark shown as a space, and each piece's time in seconds. Its own class: families do
-    not import validate."""
-
-    text: str
-    tokens: list[str]
-    timestamps: list[float]
 
 
 class OnnxAsrRecognizer:

@@ -3,8 +3,9 @@
     python -m nemo2sherpa.testing.train_fixture --out DIR [--model tdt|ctc|hybrid] [--seed 0]
                                                 [--attention rel_pos|rel_pos_local_attn --context L,R]
 
---model picks the recipe: tiny-tdt-en (a TDT transducer, the default), tiny-ctc-en (a CTC model) or tiny-hybrid-en (a
-hybrid TDT-CTC model whose two heads are both trained).
+--model picks the recipe: tiny-tdt-en (a TDT transducer, the default), tiny-ctc-en (a CTC model), tiny-hybrid-en (a
+hybrid TDT-CTC model whose two heads are both trained) or tiny-streaming-en (a cache-aware streaming hybrid RNNT-CTC
+model: chunked attention trained with each of its look-aheads, causal convolutions).
 
 Why: a model with random weights exercises every graph but proves nothing about text; a real Parakeet checkpoint is
 gigabytes. This one is a few hundred kilobytes, trains in about a minute on two CPU cores, and NeMo's own
@@ -12,11 +13,12 @@ transcribe() gets every one of its training utterances exactly right, so a conve
 transcripts. It memorises its data and understands nothing else; that is all a fixture needs.
 
 NeMo's TDT losses only run on CUDA, so training uses nemo2sherpa.testing.tdt_loss (omega = 0: no mixing with the
-plain RNN-T loss; sigma from the model's config); a CTC head trains with torch's CTC loss, a hybrid with NeMo's
+plain RNN-T loss; sigma from the model's config); an RNNT transducer trains with that module's RNN-T loss (equal to
+NeMo's, whose numba kernel is ten times slower here); a CTC head trains with torch's CTC loss, a hybrid with NeMo's
 weighting of the two (aux_ctc.ctc_loss_weight). Training stops once NeMo's greedy decoding of a fresh forward pass
-gets every utterance right with every head, runs a few margin steps, then saves the model and checks it once more
-with NeMo's transcribe() on the written WAV files, from the model restored out of the saved .nemo (for a hybrid:
-with each decoder).
+gets every utterance right with every head (a streaming model: with every look-ahead it was trained with), runs a
+few margin steps, then saves the model and checks it once more with NeMo's transcribe() on the written WAV files,
+from the model restored out of the saved .nemo (for a hybrid: with each decoder).
 """
 
 from __future__ import annotations
@@ -67,24 +69,29 @@ VOICES = (
 )
 
 LEARNING_RATE = 3e-3
+HALVE_EVERY = 200  # a streaming fixture's rate halves this often (one trained with one attention context keeps it)
 CHECK_EVERY = 20
 MARGIN_STEPS = 40
 MAX_STEPS = 1500
 NOISE_SNR_DB = (25.0, 45.0)  # white noise added to each training utterance at a random SNR in this range
 MAX_SHIFT = 1280  # random leading samples (up to one 80 ms encoder frame), so alignment to the frame grid varies
+# a streaming fixture's: up to 250 ms, so that where a stream's chunks start (sherpa-onnx's start 90 ms later on the
+# audio than NeMo's) does not decide what it recognises
+STREAMING_MAX_SHIFT = 4000
 
 
-RECIPES = {"tdt": "tiny-tdt-en", "ctc": "tiny-ctc-en", "hybrid": "tiny-hybrid-en"}
+RECIPES = {"tdt": "tiny-tdt-en", "ctc": "tiny-ctc-en", "hybrid": "tiny-hybrid-en", "streaming": "tiny-streaming-en"}
 
 
-def architecture(attention: str = "rel_pos", context: tuple[int, int] = (-1, -1), kind: str = "tdt"
+def architecture(attention: str = "rel_pos", context: tuple[int, int] | None = None, kind: str = "tdt"
                  ) -> Architecture:
     """The fixture's shape, as the recipe catalog states it (a scaled-down Parakeet), with the attention asked
-    for."""
+    for (context None: the recipe's)."""
     from nemo2sherpa.recipes import get_recipe
 
-    return dataclasses.replace(get_recipe(RECIPES[kind]).architecture, attention=attention,
-                               att_context_size=tuple(context))
+    recipe = get_recipe(RECIPES[kind]).architecture
+    return dataclasses.replace(recipe, attention=attention,
+                               att_context_size=tuple(context or recipe.att_context_size or (-1, -1)))
 
 
 def normalise(text: str) -> str:
@@ -126,8 +133,11 @@ class Trainer:
         self.transducer = hasattr(model, "joint")
         self.ctc_head = getattr(model, "ctc_decoder", None) if self.transducer else model.decoder
         if self.transducer:
-            self.durations = list(model.cfg.decoding.durations)
+            self.durations = list(model.cfg.decoding.get("durations") or ())
             self.sigma = float(model.cfg.loss.get("tdt_kwargs", {}).get("sigma", 0.0))
+        encoder = model.encoder
+        # every look-ahead a streaming encoder was trained with must decode right (offline models: just the one)
+        self.contexts = [list(c) for c in getattr(encoder, "att_context_size_all", [encoder.att_context_size])]
         if self.ctc_head is None:
             self.ctc_weight = 0.0  # a transducer alone
         elif self.transducer:
@@ -135,7 +145,9 @@ class Trainer:
         else:
             self.ctc_weight = 1.0  # a CTC model alone
         lengths = [len(u.audio) for u in utterances]
-        audio = np.zeros((len(utterances), max(lengths) + MAX_SHIFT), dtype=np.float32)
+        self.streaming = model.encoder.att_context_style == "chunked_limited"
+        self.max_shift = STREAMING_MAX_SHIFT if self.streaming else MAX_SHIFT
+        audio = np.zeros((len(utterances), max(lengths) + self.max_shift), dtype=np.float32)
         for i, u in enumerate(utterances):
             audio[i, : len(u.audio)] = u.audio
         self.audio = torch.from_numpy(audio)
@@ -156,7 +168,7 @@ class Trainer:
         batch = self.audio.shape[0]
         shifted = torch.zeros_like(self.audio)
         lengths = self.lengths.clone()
-        shifts = torch.randint(0, MAX_SHIFT, (batch,), generator=g)
+        shifts = torch.randint(0, self.max_shift, (batch,), generator=g)
         snr_db = torch.empty(batch).uniform_(*NOISE_SNR_DB, generator=g)
         for i in range(batch):
             n, s = int(self.lengths[i]), int(shifts[i])
@@ -168,10 +180,14 @@ class Trainer:
             lengths[i] = n + s
         return shifted, lengths
 
+    def set_learning_rate(self, rate: float) -> None:
+        for group in self.optimizer.param_groups:
+            group["lr"] = rate
+
     def step(self) -> float:
         import torch
 
-        from nemo2sherpa.testing.tdt_loss import tdt_loss
+        from nemo2sherpa.testing.tdt_loss import rnnt_loss, tdt_loss
 
         self.model.train()
         audio, lengths = self.augmented()
@@ -180,8 +196,12 @@ class Trainer:
         if self.transducer:
             decoded, target_lengths, _ = self.model.decoder(targets=self.targets, target_length=self.target_lengths)
             joint = self.model.joint(encoder_outputs=encoded, decoder_outputs=decoded)
-            loss = (1 - self.ctc_weight) * tdt_loss(joint, self.targets, encoded_lengths, target_lengths,
-                                                    self.durations, sigma=self.sigma)
+            if self.durations:
+                transducer_loss = tdt_loss(joint, self.targets, encoded_lengths, target_lengths, self.durations,
+                                           sigma=self.sigma)
+            else:
+                transducer_loss = rnnt_loss(joint, self.targets, encoded_lengths, target_lengths)
+            loss = (1 - self.ctc_weight) * transducer_loss
         if self.ctc_head is not None:
             log_probs = self.ctc_head(encoder_output=encoded)  # [B, T, V + 1], blank last
             loss = loss + self.ctc_weight * torch.nn.functional.ctc_loss(
@@ -193,33 +213,84 @@ class Trainer:
         self.optimizer.step()
         return float(loss.item())
 
-    def _encoder_output(self, audio, lengths):
+    def _encoder_output(self, audio, lengths, start: int | None = None):
         """What every model class's forward() computes first (a transducer's forward() stops there; a CTC model's goes
         on through its head)."""
+        import torch
+
         features, feature_lengths = self.model.preprocessor(input_signal=audio, length=lengths)
         if self.model.training and getattr(self.model, "spec_augmentation", None) is not None:
             features = self.model.spec_augmentation(input_spec=features, length=feature_lengths)
-        return self.model.encoder(audio_signal=features, length=feature_lengths)
+        encoder = self.model.encoder
+        if start is None:
+            start = int(torch.randint(0, 3, (), generator=self.generator)) if self.model.training and self.streaming \
+                else 0
+        if start:
+            # as a cache-aware step starts a stream: the first pre-encode cache's frames (NeMo's streaming buffer
+            # with pad_and_drop_preencoded: zeros, start 1; sherpa-onnx: the stream's first frames, start 2) only
+            # feed the subsampling, the frames they subsample to are dropped before the conformer layers. The
+            # subsampling grid moves with them: a model trained only on whole utterances recognises such streams
+            # worse, and this fixture recognised them not at all
+            from nemo2sherpa.families.streaming import steady
+
+            prefix = steady(encoder.streaming_cfg.pre_encode_cache_size) if start == 1 else 0
+            drop = int(encoder.streaming_cfg.drop_extra_pre_encoded)
+            features = torch.cat([features.new_zeros(features.shape[0], features.shape[1], prefix), features], dim=2)
+            embedded, lengths = encoder.pre_encode(x=features.transpose(1, 2), lengths=feature_lengths + prefix)
+            return encoder(audio_signal=embedded[:, drop:], length=lengths - drop, bypass_pre_encode=True)
+        return encoder(audio_signal=features, length=feature_lengths)
 
     def decode(self) -> dict[str, list[str]]:
         """NeMo's greedy decoding with each head the model has (its own decoding configs), of an eval-mode forward on
-        the clean batch."""
+        the clean batch; a streaming hybrid's transducer with each look-ahead it was trained with, its CTC head (the
+        auxiliary one, weighted 0.3, which stays a token short on one utterance at the shortest look-ahead) with the
+        default one."""
         import torch
 
         self.model.eval()
         out: dict[str, list[str]] = {}
+        encoder = self.model.encoder
+        default = list(encoder.att_context_size)
         with torch.inference_mode():
-            encoded, encoded_lengths = self._encoder_output(self.audio, self.lengths)
-            if self.transducer:
+            for context in self.contexts:
+                encoder.att_context_size = context
+                tag = f" {context}" if len(self.contexts) > 1 else ""
+                encoded, encoded_lengths = self._encoder_output(self.audio, self.lengths)
+                if self.transducer:
+                    hypotheses = self.model.decoding.rnnt_decoder_predictions_tensor(
+                        encoder_output=encoded, encoded_lengths=encoded_lengths)
+                    out[f"transducer{tag}"] = [normalise(text) for text in flatten_transcripts(hypotheses)]
+                if self.ctc_head is not None and (context == default or not self.transducer):
+                    decoding = self.model.ctc_decoding if self.transducer else self.model.decoding
+                    log_probs = self.ctc_head(encoder_output=encoded)
+                    hypotheses = decoding.ctc_decoder_predictions_tensor(log_probs, decoder_lengths=encoded_lengths)
+                    out[f"ctc{tag}"] = [normalise(text) for text in flatten_transcripts(hypotheses)]
+        encoder.att_context_size = default
+        if self.streaming and self.transducer:
+            out["transducer streamed"] = self._streamed()
+            with torch.inference_mode():
+                encoded, encoded_lengths = self._encoder_output(self.audio, self.lengths, start=2)
                 hypotheses = self.model.decoding.rnnt_decoder_predictions_tensor(
                     encoder_output=encoded, encoded_lengths=encoded_lengths)
-                out["transducer"] = [normalise(text) for text in flatten_transcripts(hypotheses)]
-            if self.ctc_head is not None:
-                decoding = self.model.ctc_decoding if self.transducer else self.model.decoding
-                log_probs = self.ctc_head(encoder_output=encoded)
-                hypotheses = decoding.ctc_decoder_predictions_tensor(log_probs, decoder_lengths=encoded_lengths)
-                out["ctc"] = [normalise(text) for text in flatten_transcripts(hypotheses)]
+            out["transducer, sherpa-onnx's start"] = [normalise(text) for text in flatten_transcripts(hypotheses)]
         return out
+
+    def _streamed(self) -> list[str]:
+        """NeMo's own cache-aware streaming of each utterance, chunk by chunk (the reference validate holds a
+        streaming export to), with the default look-ahead."""
+        import torch
+
+        from nemo2sherpa.families.streaming import STREAMING_TRANSDUCER
+
+        texts = []
+        with torch.inference_mode():
+            self.model.encoder.setup_streaming_params()
+            for row in range(self.audio.shape[0]):
+                signal = self.audio[row: row + 1, : int(self.lengths[row])]
+                features, length = self.model.preprocessor(input_signal=signal, length=self.lengths[row: row + 1])
+                tokens = STREAMING_TRANSDUCER.nemo_reference(self.model, features, length).tokens
+                texts.append(normalise(self.model.tokenizer.ids_to_text(tokens)))
+        return texts
 
     def wrong(self, transcripts: dict[str, list[str]]) -> list[tuple[str, int]]:
         return [(head, i) for head, texts in transcripts.items()
@@ -234,9 +305,14 @@ def train(model: Any, utterances: list[Utterance], seed: int, log=print) -> int:
         loss = trainer.step()
         if step % CHECK_EVERY and step != MAX_STEPS:
             continue
-        wrong = trainer.wrong(trainer.decode())
-        heads = int(trainer.transducer) + int(trainer.ctc_head is not None)
-        log(f"step {step:4d}  loss {loss:8.3f}  wrong {len(wrong):2d} of {len(utterances)} x {heads} head(s)")
+        transcripts = trainer.decode()
+        wrong = trainer.wrong(transcripts)
+        heads = len(transcripts)
+        which = ", ".join(sorted({head for head, _ in wrong}))
+        log(f"step {step:4d}  loss {loss:8.3f}  wrong {len(wrong):2d} of {len(utterances)} x {heads} decodings"
+            + (f" ({which})" if which else ""))
+        if len(trainer.contexts) > 1:  # several look-aheads share the weights: settle them with a decaying rate
+            trainer.set_learning_rate(LEARNING_RATE * 0.5 ** (step // HALVE_EVERY))
         if wrong:
             correct_since = None
         elif correct_since is None:
@@ -286,17 +362,30 @@ def write_readme(out: Path, command: str, arch: Architecture, seed: int, steps: 
     voices = "; ".join(f"{v.voice} {v.speed_wpm} wpm pitch {v.pitch}" for v in VOICES)
     attention = arch.attention if arch.attention == "rel_pos" else (
         f"{arch.attention}, att_context_size {list(arch.att_context_size or ())}")
+    if arch.is_cache_aware:
+        left = (arch.att_context_size or (-1, -1))[0]
+        attention = (f"{arch.attention}, cache-aware: {arch.att_context_style} attention, left context {left}, "
+                     f"look-aheads {list(arch.lookaheads or ())} (the first the default), {arch.conv_context} "
+                     f"convolutions and subsampling, {arch.conv_norm}")
+    transducer = f"TDT durations {list(arch.durations)}" if arch.durations else "an RNNT transducer"
     sentences = "\n".join(f"- {s}" for s in SENTENCES)
     total = sum(u.seconds for u in utterances)
-    heads = {"EncDecRNNTBPEModel": f"TDT durations {list(arch.durations or ())}",
+    heads = {"EncDecRNNTBPEModel": transducer,
              "EncDecCTCModelBPE": "a CTC head (NeMo's ConvASRDecoder)",
-             "EncDecHybridRNNTCTCBPEModel": f"TDT durations {list(arch.durations or ())} and a CTC head, both "
-                                            "trained"}[arch.model_class or ""]
-    losses = {"EncDecRNNTBPEModel": "nemo2sherpa's CPU TDT loss (sigma from the config, omega 0)",
+             "EncDecHybridRNNTCTCBPEModel": f"{transducer} and a CTC head, both trained"}[arch.model_class or ""]
+    transducer_loss = "nemo2sherpa's CPU TDT loss (sigma from the config, omega 0)" if arch.durations else \
+        "nemo2sherpa's CPU RNN-T loss"
+    losses = {"EncDecRNNTBPEModel": transducer_loss,
               "EncDecCTCModelBPE": "torch's CTC loss",
-              "EncDecHybridRNNTCTCBPEModel": "nemo2sherpa's CPU TDT loss and torch's CTC loss, weighted as NeMo "
-                                             "weights them (aux_ctc.ctc_loss_weight)"}[arch.model_class or ""]
+              "EncDecHybridRNNTCTCBPEModel": f"{transducer_loss} and torch's CTC loss, weighted as NeMo weights them "
+                                             "(aux_ctc.ctc_loss_weight)"}[arch.model_class or ""]
     each_decoder = " with each decoder" if arch.has_ctc_head and arch.pred_hidden else ""
+    halving = f", halved every {HALVE_EVERY} steps" if len(arch.lookaheads or ()) > 1 else ""
+    shift = (f" (up to {STREAMING_MAX_SHIFT / 16:.0f} ms), and on two steps in three the start a cache-aware step "
+             "gives a stream (the first subsampled frames dropped: from zero frames put before the features, as NeMo's "
+             "streaming buffer does, or from the first frames, as sherpa-onnx does)") if arch.is_cache_aware else ""
+    lookaheads = (" (the transducer with each look-ahead and streamed chunk by chunk with NeMo's cache-aware step, the "
+                  "auxiliary CTC head with the default look-ahead)") if arch.is_cache_aware else ""
     (out / "README.md").write_text(f"""# {out.name}: a tiny trained NeMo model
 
 Made by `nemo2sherpa.testing.train_fixture`, for tests (and, the TDT one, as the embedded demo model). It memorised
@@ -314,10 +403,11 @@ Sentences, each in {len(VOICES)} espeak-ng renderings ({voices}):
 
 {sentences}
 
-Trained from seed {seed} with Adam (lr {LEARNING_RATE}) on the whole set as one batch, with a little white noise and a
-random leading shift per step, using {losses}: {steps} steps, {seconds:.0f} s on 2 CPU cores. Training stopped
-{MARGIN_STEPS} steps after NeMo's greedy decoding first got every utterance right with every head; NeMo's
-`transcribe()` of the restored `model.nemo` then matched every transcript exactly{each_decoder}.
+Trained from seed {seed} with Adam (lr {LEARNING_RATE}{halving}) on the whole set as one batch, with a little white
+noise and a random leading shift per step{shift}, using {losses}: {steps} steps, {seconds:.0f} s on 2 CPU cores.
+Training stopped {MARGIN_STEPS} steps after NeMo's greedy decoding first got every utterance right with every
+head{lookaheads}; NeMo's `transcribe()` of the restored `model.nemo` then matched every transcript
+exactly{each_decoder}.
 Rebuilding needs the same espeak-ng, torch and NeMo versions for bit-identical weights.
 """, encoding="utf-8")
 
@@ -343,7 +433,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.attention == "rel_pos_local_attn" and args.context is None:
         parser.error("--attention rel_pos_local_attn needs --context L,R")
-    context = args.context or (-1, -1)
+    context = args.context
     out: Path = args.out
     if out.exists() and any(out.iterdir()) and not (out / "model.nemo").is_file():
         parser.error(f"{out} is not empty and holds no model.nemo; refusing to replace it")
@@ -373,7 +463,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = nemo_model_config(arch, str(tokenizer_dir))
         model = instantiate(config)
         parameters = sum(p.numel() for p in model.parameters())
-        print(f"model: {parameters} parameters, {args.attention} context {list(context)}")
+        print(f"model: {parameters} parameters, {args.attention} context {list(arch.att_context_size or ())}")
         train_started = time.monotonic()
         with quiet_nemo():
             steps = train(model, utterances, args.seed)

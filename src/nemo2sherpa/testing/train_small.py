@@ -11,7 +11,7 @@ A WER measured on held-out sentences (new word sequences, never in training) is 
 front end or a precision variant costs recognition, so this model is what the accuracy figures are measured on.
 
 Training runs on CPU: length-bucketed batches of about BATCH_SECONDS of audio, AdamW with a warm-up, a cosine
-decay and one warm restart, light SpecAugment, and nemo2sherpa's CPU TDT loss (NeMo's needs CUDA). After every
+decay and warm restarts, light SpecAugment, and nemo2sherpa's CPU TDT loss (NeMo's needs CUDA). After every
 epoch the held-out WER of NeMo's greedy decoding is logged and the training state is saved, so an interrupted run
 resumes where it stopped (run the same command again). The schedule depends on the epoch counts only, so the same
 seed and epochs give the same model on the same software; the wall time does not enter it. The written DIR holds
@@ -22,6 +22,7 @@ heard, so that anyone can check that no held-out sentence is among them) and REA
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import os
@@ -96,16 +97,21 @@ def padded(clips: Sequence[Clip]) -> tuple[Any, Any]:
     return torch.from_numpy(audio), torch.tensor(lengths, dtype=torch.long)
 
 
-def learning_rate(step: int, first_cycle_steps: int, total_steps: int) -> float:
-    """Linear warm-up, a cosine decay to 2% of the peak over the first cycle, then a second, shorter cosine cycle
-    from RESTART_PEAK of the peak to 2% over the restart epochs (a warm restart: training longer without changing
-    what the first cycle did, so a run can be extended and resumed and still equal a fresh one)."""
+def learning_rate(step: int, cycle_ends: Sequence[int]) -> float:
+    """Linear warm-up, a cosine decay to 2% of the peak over the first cycle, then shorter cosine cycles from
+    RESTART_PEAK of the peak to 2%, each ending at its step in cycle_ends (warm restarts: a run is extended by adding
+    a cycle, which leaves every earlier step's rate as it was, so an extended, resumed run equals a fresh one)."""
     if step < WARMUP_STEPS:
         return PEAK_LEARNING_RATE * (step + 1) / WARMUP_STEPS
-    if step < first_cycle_steps:
-        progress = (step - WARMUP_STEPS) / max(1, first_cycle_steps - WARMUP_STEPS)
+    if step < cycle_ends[0]:
+        progress = (step - WARMUP_STEPS) / max(1, cycle_ends[0] - WARMUP_STEPS)
         return PEAK_LEARNING_RATE * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * progress)))
-    progress = min(1.0, (step - first_cycle_steps) / max(1, total_steps - first_cycle_steps))
+    start, end = cycle_ends[0], cycle_ends[0]
+    for end in cycle_ends[1:]:
+        if step < end:
+            break
+        start = end
+    progress = min(1.0, (step - start) / max(1, end - start)) if step < end else 1.0  # past the last: its floor
     return PEAK_LEARNING_RATE * (0.02 + (RESTART_PEAK - 0.02) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
@@ -191,19 +197,20 @@ def build_model(corpus_texts: Sequence[str], scratch: Path) -> Any:
     return instantiate(config)
 
 
-def train(model: Any, training: Sequence[Clip], heldout: Sequence[Clip], epochs: int, restart_epochs: int, seed: int,
-          state_path: Path, log: Callable[[str], None] = print) -> list[dict[str, float]]:
-    """Train for `epochs` epochs of the first learning-rate cycle and `restart_epochs` of the second (resuming from
-    state_path if it holds an earlier run's state); the per-epoch history of loss, held-out WER and seconds."""
+def train(model: Any, training: Sequence[Clip], heldout: Sequence[Clip], epochs: int, restart_epochs: Sequence[int],
+          seed: int, state_path: Path, log: Callable[[str], None] = print) -> list[dict[str, float]]:
+    """Train for `epochs` epochs of the first learning-rate cycle and then each warm-restarted cycle's epochs of
+    restart_epochs (resuming from state_path if it holds an earlier run's state); the per-epoch history of loss,
+    held-out WER and seconds."""
     import torch
 
     trainer = SmallTrainer(model)
     rng = random.Random(seed)
     # the batches of every epoch, fixed up front: a resumed run replays the same ones
-    plans = [length_batches(training, rng) for _ in range(epochs + restart_epochs)]
-    first_cycle_steps = sum(len(p) for p in plans[:epochs])
-    total_steps = sum(len(p) for p in plans)
-    epochs += restart_epochs
+    cycle_epochs = list(itertools.accumulate([epochs, *restart_epochs]))
+    epochs = cycle_epochs[-1]
+    plans = [length_batches(training, rng) for _ in range(epochs)]
+    cycle_ends = [sum(len(p) for p in plans[:last]) for last in cycle_epochs]
     history: list[dict[str, float]] = []
     first_epoch, step = 0, 0
     if state_path.is_file():
@@ -217,7 +224,7 @@ def train(model: Any, training: Sequence[Clip], heldout: Sequence[Clip], epochs:
     for epoch in range(first_epoch, epochs):
         started, losses = time.monotonic(), []
         for number, batch in enumerate(plans[epoch], start=1):
-            rate = learning_rate(step, first_cycle_steps, total_steps)
+            rate = learning_rate(step, cycle_ends)
             losses.append(trainer.step([training[i] for i in batch], rate))
             step += 1
             if number % 25 == 0:
@@ -300,6 +307,14 @@ Rebuilding needs the same espeak-ng, torch and NeMo versions for bit-identical w
 """, encoding="utf-8")
 
 
+def epoch_counts(text: str) -> tuple[int, ...]:
+    """`2` or `2,8`: the restart cycles' epoch counts (an empty cycle is dropped, so `0` means none)."""
+    counts = tuple(int(part) for part in text.split(","))
+    if any(count < 0 for count in counts):
+        raise argparse.ArgumentTypeError(f"epoch counts must not be negative: {text}")
+    return tuple(count for count in counts if count)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m nemo2sherpa.testing.train_small",
                                      description=__doc__.split("\n\n")[0])
@@ -309,8 +324,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--train", type=int, default=12000, help="training utterances when building the corpus")
     parser.add_argument("--heldout", type=int, default=200, help="held-out utterances when building the corpus")
     parser.add_argument("--epochs", type=int, default=6, help="epochs of the first learning-rate cycle")
-    parser.add_argument("--restart-epochs", type=int, default=2,
-                        help="epochs of the second, warm-restarted cycle (0: none)")
+    parser.add_argument("--restart-epochs", type=epoch_counts, default=(2,),
+                        help="epochs of each warm-restarted cycle after the first, comma-separated (0: none)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--bundle", type=int, default=100,
@@ -362,7 +377,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     bundled = corpus_wer([c.text for c in heldout[:args.bundle]], greedy_transcripts(restored, heldout[:args.bundle]))
     # without the paths of the machine it ran on: the card is published with the model
     command = (f"python -m nemo2sherpa.testing.train_small --out {args.out.name} --corpus corpus "
-               f"--epochs {args.epochs} --restart-epochs {args.restart_epochs} --seed {args.seed}")
+               f"--epochs {args.epochs} --restart-epochs {','.join(map(str, args.restart_epochs))} --seed {args.seed}")
     write_card(args.out, command, restored, training, heldout, history, final, bundled, args.bundle, args.seed)
     print(f"wrote {args.out}: held-out WER {100 * final:.2f}% (NeMo greedy, restored model)")
     return 0

@@ -163,13 +163,16 @@ def apply_reference_attention(nemo_model: Any, manifest) -> bool:
 
 def reference_key(checkpoint_sha256: str, manifest, family: str = "transducer") -> str:
     """The key of cached NeMo references: the checkpoint's sha256 as trained (its transducer), another one per
-    changed attention and per other family (a hybrid's CTC branch decodes otherwise)."""
+    changed attention, per other family (a hybrid's CTC branch decodes otherwise) and per look-ahead."""
     wanted = reference_attention(manifest)
-    if wanted is None and family == "transducer":
+    streaming = manifest.model.streaming if manifest is not None else None
+    if wanted is None and family == "transducer" and streaming is None:
         return checkpoint_sha256
     tag = checkpoint_sha256 if wanted is None else f"{checkpoint_sha256}:{wanted[0]}:{','.join(map(str, wanted[1]))}"
     if family != "transducer":
         tag = f"{tag}:{family}"
+    if streaming is not None:  # each look-ahead is another model
+        tag = f"{tag}:lookahead={streaming.lookahead}"
     return hashlib.sha256(tag.encode()).hexdigest()
 
 

@@ -46,6 +46,10 @@ class NemoReference:
 
             with quiet_nemo():
                 apply_reference_attention(self.model, manifest)
+            if manifest.model.streaming is not None:  # the look-ahead it was exported with, offline or streaming
+                from nemo2sherpa.families.streaming import apply_lookahead
+
+                apply_lookahead(self.model, manifest.model.streaming.lookahead)
         self.sample_rate = int(self.model.cfg.preprocessor.get("sample_rate", 16000))
         if family is None:
             from nemo2sherpa.families import TRANSDUCER as family
@@ -65,13 +69,12 @@ class NemoReference:
             length = torch.tensor([signal.shape[1]], dtype=torch.int64)
             features, feature_length = model.preprocessor(input_signal=signal, length=length)
             features = features[:, :, : int(feature_length[0])]
-            encoded, encoded_length = model.encoder(audio_signal=features, length=feature_length)
-            output = self.family.nemo_output(model, encoded, encoded_length)
+            output = self.family.nemo_reference(model, features, feature_length)
         text = model.tokenizer.ids_to_text(output.tokens) if output.tokens else ""
         return NemoResult(
             features=features[0].numpy().copy(),
             encoded=output.output,
-            encoded_length=int(encoded_length[0]),
+            encoded_length=int(output.output.shape[1]),
             tokens=output.tokens,
             text=text,
         )

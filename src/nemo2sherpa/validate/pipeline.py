@@ -144,7 +144,8 @@ class Context:
             return {}
         with self.progress.stage(f"replay sherpa-onnx's front end on {len(differing)} differing clip(s)"):
             limit = self.model.family.runtime_max_symbols(self.spec) or self.max_symbols
-            return {c.name: front_end_replay.replay(self.graphs, self.spec, c, limit) for c in differing}
+            online = self.model.family.online
+            return {c.name: front_end_replay.replay(self.graphs, self.spec, c, limit, online) for c in differing}
 
     @property
     def usable(self) -> list[str]:
@@ -245,6 +246,19 @@ def _nemo_times(nemo, context: Context, buckets: list[dict[str, Any]]) -> dict[s
     return times
 
 
+def check_streaming(context: Context) -> CheckResult | None:
+    """A streaming directory's latency through sherpa-onnx's online recognizer fed live (per provider), and its
+    end-of-utterance tokens; None for an offline one."""
+    if not context.model.family.online:
+        return None
+    from nemo2sherpa.validate.streaming import summarize_streaming
+
+    if not context.usable:
+        return CheckResult.skipped("streaming", f"{context.model.family.runtime} did not run on any provider")
+    return summarize_streaming({p: context.runs[p].transcripts for p in context.usable}, context.spec,
+                               context.model.manifest)
+
+
 def check_precision(context: Context) -> CheckResult | None:
     """A variant (int8, fp16) against the float32 graphs of the same directory; None for the float32 graphs."""
     model, options = context.model, context.options
@@ -305,6 +319,7 @@ CHECKS: tuple[tuple[str, Check], ...] = (
     ("providers", check_providers_asked),
     ("transcripts", check_transcripts),
     ("speed", check_speed),
+    ("streaming", check_streaming),
     ("precision", check_precision),
     ("long_audio", check_long_audio),
     ("attention", check_attention),

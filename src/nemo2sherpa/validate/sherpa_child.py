@@ -299,6 +299,8 @@ def _decode_all(request: SherpaRequest, run: SherpaRun, ort_runtime) -> None:
         run.transcripts[name] = {"text": result.text, "tokens": list(result.tokens),
                                  "timestamps": [round(t, 3) for t in result.timestamps],
                                  "decode_seconds": round(time.perf_counter() - start, 3)}
+        if getattr(recognizer, "latency", None):  # a streaming recognizer times its steps and tokens
+            run.transcripts[name]["latency"] = dict(recognizer.latency)
         report(name, "transcribed")
     for name in request.speed:
         for _ in range(request.warmup):

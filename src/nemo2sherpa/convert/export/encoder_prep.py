@@ -36,6 +36,7 @@ class AttentionRequest:
 
     attention: str | None = None  # "full", "local" or None (as trained)
     context: tuple[int, int] | None = None
+    lookahead: int | None = None  # a cache-aware encoder's look-ahead in encoder frames (None: its default)
 
 
 @dataclass
@@ -75,6 +76,12 @@ def target_attention(trained: str, trained_context: tuple[int, int], request: At
 
 
 def prepare_encoder(model: Any, facts: ModelFacts, request: AttentionRequest, source: Path) -> EncoderPrep:
+    from nemo2sherpa.convert.export.lookahead import select_lookahead
+
+    if facts.architecture.is_cache_aware and (request.attention or request.context):
+        raise UserError.about(source, "is a cache-aware streaming model: its chunked attention is what it streams "
+                                      "with; choose its latency with --lookahead instead of --attention/--context")
+    facts, streaming = select_lookahead(model, facts, request.lookahead, source)
     architecture = facts.architecture
     trained = architecture.attention or FULL
     trained_context = tuple(architecture.att_context_size or (-1, -1))
@@ -93,6 +100,7 @@ def prepare_encoder(model: Any, facts: ModelFacts, request: AttentionRequest, so
         "self_attention_model": target,
         "context": list(context) if target == LOCAL or min(context) >= 0 else None,
         "as_trained": not changed,
+        **({"style": architecture.att_context_style} if architecture.is_cache_aware else {}),
     }
     if changed:
         attention["trained"] = {"self_attention_model": trained, "context": list(trained_context)}
@@ -134,7 +142,7 @@ def prepare_encoder(model: Any, facts: ModelFacts, request: AttentionRequest, so
     facts = dataclasses.replace(facts, architecture=dataclasses.replace(
         architecture, attention=target, att_context_size=tuple(context)))
     info = {"attention": attention, "max_audio_seconds": max_audio_seconds,
-            "encoder_frame_seconds": seconds_per_frame}
+            "encoder_frame_seconds": seconds_per_frame, **streaming}
     if long_audio.install_front_end(encoder):
         info["front_end"] = ("subsampling time masks broadcast, not expanded "
                              "(nemo2sherpa.convert.export.relative_positions)")

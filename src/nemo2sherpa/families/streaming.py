@@ -1,0 +1,591 @@
+"""The cache-aware streaming families: NeMo's chunked-attention FastConformers exported with their caches, for
+sherpa-onnx's online recognizer. One family per decoder branch: the RNNT transducer (encoder.onnx, decoder.onnx,
+joiner.onnx; `OnlineRecognizer.from_transducer(..., model_type="nemo_transducer")`) and CTC (model.onnx;
+`OnlineRecognizer.from_nemo_ctc`), the latter also for a streaming hybrid's CTC branch.
+
+sherpa-onnx's contract (online-transducer-nemo-model.cc, online-nemo-ctc-model.cc, online-recognizer-*-impl.h):
+- the encoder-holding graph takes features [N, C, T], their length (int64, always set to window_size), then
+  cache_last_channel [N, dim1, dim2, dim3], cache_last_time [N, dim1, dim2, dim3] and cache_last_channel_len [N]
+  (int64), and gives its output, a length (ignored) and the three next caches, in that order;
+- metadata `window_size` (feature frames each step reads), `chunk_shift` (frames it advances), the six cache
+  dimensions, `vocab_size` (without blank), `subsampling_factor`, `normalize_type`; the transducer also
+  `pred_rnn_layers` and `pred_hidden`; the caches start as zeros;
+- the first step reads frames [0, window_size): the first pre-encode-cache frames of a stream are real audio, not
+  zeros as in NeMo's own streaming buffer, so the first output frames may differ (validate compares transcripts as a
+  rate for that reason, and graph fidelity on NeMo's scheme);
+- the transducer's online greedy search is RNNT only (it ignores TDT durations), up to 10 symbols per frame; a
+  window is decoded only once the next one has begun to arrive, so the end of a stream needs trailing silence.
+
+NeMo exports the cache-aware step itself (`export_cache_support`): forward_for_export transposes the caches to
+batch-first and drops the outputs of the cached pre-encode frames, so the graph is NeMo's streaming step as its
+CacheAwareStreamingAudioBuffer drives it with `pad_and_drop_preencoded`.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Sequence
+
+import numpy as np
+
+from nemo2sherpa.facts import ModelFacts, StreamingShape
+from nemo2sherpa.families.base import ModelSpec, NemoOutput, Probe, Recognized
+from nemo2sherpa.families.common import dims, flatten, int_metadata, make_session, run_export_forward
+from nemo2sherpa.families.ctc import CtcFamily, GraphCtc, fold_ctc
+from nemo2sherpa.families.transducer import MODEL_TYPE, GraphTransducer, TransducerFamily
+
+#: metadata keys the online loaders read besides the offline ones, and the ones nemo2sherpa adds to restate the shape
+CACHE_KEYS = tuple(f"cache_last_{kind}_dim{i}" for kind in ("channel", "time") for i in (1, 2, 3))
+ONLINE_KEYS = ("window_size", "chunk_shift", *CACHE_KEYS)
+SHAPE_KEYS = {"lookahead": "lookahead", "left_context": "left_context", "pre_encode_cache_frames": "pre_encode_cache",
+              "drop_extra_pre_encoded": "drop_extra_pre_encoded", "output_frames": "output_frames"}
+#: audio pieces sherpa-onnx is fed in, as a microphone delivers them
+PIECE_SECONDS = 0.1
+ONLINE_MAX_SYMBOLS = 10  # online-transducer-greedy-search-nemo-decoder.cc
+
+
+def steady(value: Any) -> int:
+    """NeMo states some streaming sizes as [first chunk, later chunks]; a stream's steady state is the second."""
+    return int(value[1]) if isinstance(value, (list, tuple)) else int(value)
+
+
+def streaming_shape(encoder: Any) -> StreamingShape:
+    """The exported step's shape from a NeMo encoder's current streaming config."""
+    config = encoder.streaming_cfg
+    return StreamingShape(
+        lookahead=int(encoder.att_context_size[1]),
+        left_context=int(config.last_channel_cache_size),
+        chunk_frames=steady(config.chunk_size),
+        pre_encode_cache_frames=steady(config.pre_encode_cache_size),
+        drop_extra_pre_encoded=int(config.drop_extra_pre_encoded),
+        output_frames=int(config.valid_out_len),
+        conv_cache=int(encoder.conv_context_size[0]),
+        layers=len(encoder.layers),
+        d_model=int(encoder.d_model),
+    )
+
+
+def apply_lookahead(model: Any, lookahead: int) -> list[int]:
+    """Switch a cache-aware NeMo model to the attention context with this look-ahead (its streaming config follows);
+    the context."""
+    from nemo2sherpa.checkpoint.loading import quiet_nemo
+
+    encoder = model.encoder
+    context = next(list(c) for c in encoder.att_context_size_all if int(c[1]) == int(lookahead))
+    with quiet_nemo():
+        encoder.set_default_att_context_size(context)
+    return context
+
+
+def streaming_metadata(shape: StreamingShape) -> dict[str, str]:
+    """What sherpa-onnx's online loaders read about the step (window, shift, cache shapes), and the rest of the
+    shape, so that a directory states how it streams without its manifest."""
+    values = {
+        "window_size": shape.window_frames, "chunk_shift": shape.chunk_frames,
+        "cache_last_channel_dim1": shape.layers, "cache_last_channel_dim2": shape.left_context,
+        "cache_last_channel_dim3": shape.d_model,
+        "cache_last_time_dim1": shape.layers, "cache_last_time_dim2": shape.d_model,
+        "cache_last_time_dim3": shape.conv_cache,
+        **{key: getattr(shape, field) for field, key in SHAPE_KEYS.items()},
+    }
+    return {key: str(value) for key, value in values.items()}
+
+
+def shape_from_metadata(metadata: Mapping[str, str]) -> StreamingShape:
+    """The step's shape as a directory's metadata states it (KeyError/ValueError when it does not)."""
+    get = lambda key: int(metadata[key])  # noqa: E731
+    return StreamingShape(lookahead=get("lookahead"), left_context=get("cache_last_channel_dim2"),
+                          chunk_frames=get("chunk_shift"),
+                          pre_encode_cache_frames=get("window_size") - get("chunk_shift"),
+                          drop_extra_pre_encoded=get("drop_extra_pre_encoded"), output_frames=get("output_frames"),
+                          conv_cache=get("cache_last_time_dim3"), layers=get("cache_last_channel_dim1"),
+                          d_model=get("cache_last_channel_dim3"))
+
+
+def nemo_chunks(features: np.ndarray, shape: StreamingShape, subsampling: int) -> Iterator[tuple[np.ndarray, int]]:
+    """features [C, T] cut as NeMo's CacheAwareStreamingAudioBuffer cuts them with pad_and_drop_preencoded: each
+    chunk is chunk_frames new frames after pre_encode_cache_frames earlier ones (zeros before the start), the last
+    one shorter; a tail shorter than one encoder frame is not decoded (a first chunk of one frame is: causal
+    subsampling gives it an output). Yields (window, valid length)."""
+    total = features.shape[1]
+    pre = shape.pre_encode_cache_frames
+    padded = np.concatenate([np.zeros((features.shape[0], pre), dtype=np.float32), features], axis=1)
+    start = 0
+    while start < total:
+        new = min(shape.chunk_frames, total - start)
+        if new < (1 if start == 0 else subsampling):  # causal subsampling: one frame already gives an output
+            return
+        yield padded[:, start: start + pre + new], pre + new
+        start += shape.chunk_frames
+
+
+def runtime_windows(features: np.ndarray, shape: StreamingShape) -> Iterator[tuple[np.ndarray, int]]:
+    """features [C, T] cut as sherpa-onnx's online recognizer cuts them: window_frames frames from frame 0, then
+    every chunk_frames frames on, each while a later frame exists (its is_ready rule); no zeros before the start."""
+    start = 0
+    while start + shape.window_frames < features.shape[1]:
+        yield features[:, start: start + shape.window_frames], shape.window_frames
+        start += shape.chunk_frames
+
+
+def tail_seconds(shape: StreamingShape, hop_seconds: float = 0.01) -> float:
+    """Silence after the audio that lets sherpa-onnx decode the stream's last window (a window is decoded once a frame
+    after it has arrived)."""
+    return (shape.window_frames + shape.chunk_frames) * hop_seconds + 0.05
+
+
+class StreamingEncoder:
+    """The exported encoder-holding graph run step by step with its caches, as sherpa-onnx runs it."""
+
+    def __init__(self, path: Path, shape: StreamingShape, subsampling: int, provider: str = "cpu",
+                 threads: int = 1, time_last: bool = True) -> None:
+        """time_last: the graph gives [1, D, t] (an encoder); False: [1, t, V] (a CTC model's log-probabilities)."""
+        self.session = make_session(path, provider, threads)
+        self.time_last = time_last
+        self.names = [i.name for i in self.session.get_inputs()]
+        self.shape = shape
+        self.subsampling = subsampling
+
+    def initial_caches(self) -> list[np.ndarray]:
+        s = self.shape
+        return [np.zeros((1, s.layers, s.left_context, s.d_model), dtype=np.float32),
+                np.zeros((1, s.layers, s.d_model, s.conv_cache), dtype=np.float32),
+                np.zeros((1,), dtype=np.int64)]
+
+    def step(self, window: np.ndarray, length: int, caches: list[np.ndarray]
+             ) -> tuple[np.ndarray, int, list[np.ndarray]]:
+        """One chunk: window [C, frames] -> (output [D, t], valid frames, next caches)."""
+        feed = {self.names[0]: window[np.newaxis].astype(np.float32),
+                self.names[1]: np.array([length], dtype=np.int64),
+                **dict(zip(self.names[2:], caches))}
+        out, out_len, *next_caches = self.session.run(None, feed)
+        return (out[0] if self.time_last else out[0].T), int(np.asarray(out_len).reshape(-1)[0]), next_caches
+
+    def stream(self, features: np.ndarray, like_runtime: bool = False) -> tuple[np.ndarray, int]:
+        """features [C, T] streamed chunk by chunk, cut as NeMo's streaming buffer cuts them (or, like_runtime, as
+        sherpa-onnx does); the outputs joined [D, T'] and their count."""
+        caches = self.initial_caches()
+        outputs = []
+        windows = runtime_windows(features, self.shape) if like_runtime else \
+            nemo_chunks(features, self.shape, self.subsampling)
+        for window, length in windows:
+            out, valid, caches = self.step(window, length, caches)
+            outputs.append(out[:, :valid])
+        if not outputs:
+            return np.zeros((0, 0), dtype=np.float32), 0
+        joined = np.concatenate(outputs, axis=1)
+        return joined, joined.shape[1]
+
+
+class GraphStreamingTransducer(GraphTransducer):
+    """The online transducer's graphs: the encoder streamed with its caches, then RNNT greedy search over the
+    frames as they come (greedy RNNT carries its state across chunks, so it is the same over the joined frames)."""
+
+    def __init__(self, paths: Mapping[str, Path], spec: ModelSpec, provider: str = "cpu", threads: int = 1) -> None:
+        super().__init__(paths["encoder"], paths["decoder"], paths["joiner"], vocab_size=spec.vocab_size,
+                         pred_rnn_layers=spec.pred_rnn_layers, pred_hidden=spec.pred_hidden, provider=provider,
+                         threads=threads)
+        self.streaming = StreamingEncoder(paths["encoder"], shape_from_metadata(spec.metadata),
+                                          int(spec.metadata.get("subsampling_factor", 8)), provider, threads)
+        self.encoder = self.streaming.session
+
+    def encode(self, features: np.ndarray) -> tuple[np.ndarray, int]:
+        return self.streaming.stream(features)
+
+    def encode_like_runtime(self, features: np.ndarray) -> tuple[np.ndarray, int]:
+        """As sherpa-onnx's online recognizer runs the encoder: its windows, from the stream's first frame."""
+        return self.streaming.stream(features, like_runtime=True)
+
+
+class GraphStreamingCtc(GraphCtc):
+    """The online CTC graph streamed with its caches; greedy CTC over the joined log-probabilities."""
+
+    def __init__(self, paths: Mapping[str, Path], spec: ModelSpec, provider: str = "cpu", threads: int = 1) -> None:
+        super().__init__(paths["model"], spec.vocab_size, int(spec.metadata.get("subsampling_factor", 8)),
+                         provider=provider, threads=threads)
+        self.streaming = StreamingEncoder(paths["model"], shape_from_metadata(spec.metadata),
+                                          self.subsampling_factor, provider, threads, time_last=False)
+        self.session = self.streaming.session
+
+    def encode(self, features: np.ndarray) -> tuple[np.ndarray, int]:
+        """Log-probabilities [V+1, T'] as GraphCtc gives them, streamed."""
+        return self.streaming.stream(features)
+
+    def encode_like_runtime(self, features: np.ndarray) -> tuple[np.ndarray, int]:
+        return self.streaming.stream(features, like_runtime=True)
+
+
+class _CacheAware:
+    """What both streaming families add to their offline counterparts: the export with caches, the step's metadata
+    and contract, NeMo's own streaming as the reference, and sherpa-onnx's online recognizer."""
+
+    online = True
+
+    def _streaming_refusal(self, facts: ModelFacts) -> str | None:
+        if not facts.architecture.is_cache_aware:
+            return f"{facts.model_class} is not a cache-aware streaming model (its attention is not chunked)"
+        return None
+
+    def _prepare_streaming_export(self, model: Any) -> None:
+        """NeMo's export of the cache-aware step: caches as inputs and outputs, batch first."""
+        model.encoder.export_cache_support = True
+
+    def _encoder_probes(self, module: Any, encoder: Any, role: str, generator: Any) -> list[Probe]:
+        """Steps of the shape sherpa-onnx feeds (a full window) from empty and from filled caches, and NeMo's shorter
+        last chunk, through the module as its export runs it."""
+        import torch
+
+        shape = streaming_shape(encoder)
+        mels = int(encoder._feat_in)
+        probes = []
+        for label, frames, filled in (("first window", shape.window_frames, 0),
+                                      ("window, filled caches", shape.window_frames, shape.left_context),
+                                      ("short last chunk", shape.pre_encode_cache_frames + 3 * 2 + 9, 5)):
+            features = torch.randn(1, mels, frames, generator=generator)
+            length = torch.tensor([frames], dtype=torch.int64)
+            channel = torch.randn(1, shape.layers, shape.left_context, shape.d_model, generator=generator)
+            channel[:, :, filled:] = 0
+            conv = torch.randn(1, shape.layers, shape.d_model, shape.conv_cache, generator=generator) * bool(filled)
+            cache_len = torch.tensor([filled], dtype=torch.int64)
+            outputs = run_export_forward(module, features, length, channel, conv, cache_len)
+            probes.append(Probe(role, label, flatten((features, length, channel, conv, cache_len)), flatten(outputs)))
+        return probes
+
+    def _streaming_metadata(self, facts: ModelFacts) -> dict[str, str]:
+        assert facts.streaming is not None, "convert selects the look-ahead before the metadata is written"
+        return streaming_metadata(facts.streaming)
+
+    def _check_streaming_contract(self, graph: Any, role: str, result) -> StreamingShape | None:
+        """The online metadata and the cache inputs' shapes against each other."""
+        metadata = {p.key: p.value for p in graph.metadata_props}
+        for key in ONLINE_KEYS:
+            if key not in metadata:
+                result.fail(f"{role} metadata lacks {key!r}, which sherpa-onnx's online recognizer requires")
+        values = {key: int_metadata(metadata, key, result) for key in ONLINE_KEYS if key in metadata}
+        inputs = [dims(i) for i in graph.graph.input]
+        outputs = len(graph.graph.output)
+        if len(inputs) != 5 or outputs != 5:
+            result.fail(f"{role}.onnx has {len(inputs)} inputs and {outputs} outputs; sherpa-onnx's online recognizer "
+                        "feeds features, length and three caches and reads the output, a length and three caches")
+            return None
+        for index, kind in ((2, "channel"), (3, "time")):
+            stated = [values.get(f"cache_last_{kind}_dim{i}") for i in (1, 2, 3)]
+            actual = inputs[index][1:]
+            if any(isinstance(a, int) and s is not None and a != s for a, s in zip(actual, stated)):
+                result.fail(f"cache_last_{kind} is {actual} in the graph but {stated} in the metadata")
+        window, shift = values.get("window_size"), values.get("chunk_shift")
+        if window is not None and shift is not None and not 0 < shift <= window:
+            result.fail(f"chunk_shift {shift} must lie in (0, window_size {window}]")
+        result.details["streaming"] = {key: metadata.get(key) for key in (*ONLINE_KEYS, *SHAPE_KEYS.values())}
+        try:
+            return shape_from_metadata(metadata)
+        except (KeyError, ValueError):
+            result.fail("the metadata does not state the streaming step's shape (lookahead, output_frames, ...): "
+                        "not a nemo2sherpa export, so its graphs cannot be streamed as NeMo streams")
+            return None
+
+    def nemo_reference(self, model: Any, features: Any, feature_length: Any) -> NemoOutput:
+        """NeMo's own streaming: its CacheAwareStreamingAudioBuffer (pad_and_drop_preencoded, as the export drops
+        the cached frames' outputs) cuts the features, its encoder's cache_aware_stream_step runs each chunk, and
+        its decoding continues from the previous chunk's hypothesis: what conformer_stream_step does, with the
+        encoder output kept for comparison."""
+        import torch
+        from nemo.collections.asr.parts.utils.streaming_utils import CacheAwareStreamingAudioBuffer
+
+        encoder = model.encoder
+        buffer = CacheAwareStreamingAudioBuffer(model, pad_and_drop_preencoded=True)
+        buffer.append_processed_signal(features[:, :, : int(feature_length[0])])
+        caches = encoder.get_initial_cache_state(batch_size=1)
+        outputs, state = [], None
+        for chunk, lengths in buffer:
+            encoded, encoded_len, *caches = encoder.cache_aware_stream_step(
+                processed_signal=chunk, processed_signal_length=lengths, cache_last_channel=caches[0],
+                cache_last_time=caches[1], cache_last_channel_len=caches[2],
+                keep_all_outputs=buffer.is_buffer_empty())
+            output, state = self._nemo_step(model, encoded, encoded_len, state)
+            outputs.append(output)
+        joined = torch.cat(outputs, dim=-1) if outputs else torch.zeros(1, 1, 0)
+        return NemoOutput(output=joined[0].numpy().copy(), tokens=self._nemo_tokens(model, state))
+
+    def _nemo_step(self, model: Any, encoded: Any, encoded_len: Any, state: Any) -> tuple[Any, Any]:
+        raise NotImplementedError
+
+    def _nemo_tokens(self, model: Any, state: Any) -> list[int]:
+        raise NotImplementedError
+
+    def runtime_max_symbols(self, spec: ModelSpec) -> int | None:
+        return ONLINE_MAX_SYMBOLS
+
+    def _online_usage(self, constructor: str, arguments: Sequence[tuple[str, str]], flags: Sequence[str],
+                      metadata: Mapping[str, str] | None, sample_rate: int, provider_note: str) -> str:
+        """The card's Python block (audio fed in 100 ms pieces, as a microphone delivers it, with trailing silence so
+        the last window is decoded) and `sherpa-onnx` online command line."""
+        tail = round(tail_seconds(shape_from_metadata(metadata or {})), 2)
+        lines = "\n".join(f"    {name}={value}," for name, value in arguments)
+        command = " \\\n".join(["sherpa-onnx", *[f"  {flag}" for flag in flags], "  --provider=cpu",
+                                  "  --num-threads=2", "  speech.wav"])
+        return f"""### Python (sherpa-onnx, streaming)
+
+```python
+import numpy as np
+import sherpa_onnx
+import soundfile as sf
+
+recognizer = sherpa_onnx.OnlineRecognizer.{constructor}(
+{lines}
+    num_threads=2,
+    provider="cpu",  # {provider_note}
+)
+audio, sample_rate = sf.read("speech.wav", dtype="float32")  # {sample_rate} Hz mono expected
+stream = recognizer.create_stream()
+piece = int({PIECE_SECONDS} * sample_rate)  # feed it as a microphone would, 100 ms at a time
+for start in range(0, len(audio), piece):
+    stream.accept_waveform(sample_rate, audio[start:start + piece])
+    while recognizer.is_ready(stream):
+        recognizer.decode_stream(stream)
+    print(recognizer.get_result(stream), end="\\r")
+# a window is decoded once the next has begun: {tail} s of silence flushes the last one
+stream.accept_waveform(sample_rate, np.zeros(int({tail} * sample_rate), dtype=np.float32))
+stream.input_finished()
+while recognizer.is_ready(stream):
+    recognizer.decode_stream(stream)
+print(recognizer.get_result(stream))
+```
+
+### Command line (`sherpa-onnx`, streaming)
+
+```bash
+{command}
+```
+"""
+
+
+class OnlineSherpa:
+    """sherpa-onnx's OnlineRecognizer driven as a live stream: audio arrives in PIECE_SECONDS pieces, each window is
+    decoded as soon as it is ready, and the step times and the moments tokens appear are recorded: per-chunk
+    compute, how long after its audio each token was shown (stream time plus compute), RTFx."""
+
+    def __init__(self, recognizer: Any, shape: StreamingShape) -> None:
+        self.recognizer = recognizer
+        self.tail_seconds = tail_seconds(shape)
+        self.latency: dict[str, Any] = {}
+
+    def transcribe(self, audio: np.ndarray, sample_rate: int) -> Recognized:
+        recognizer = self.recognizer
+        stream = recognizer.create_stream()
+        piece = max(1, int(PIECE_SECONDS * sample_rate))
+        tail = np.zeros(int(self.tail_seconds * sample_rate), dtype=np.float32)
+        signal = np.concatenate([np.asarray(audio, dtype=np.float32), tail])
+        steps: list[float] = []
+        shown: list[float] = []  # for each token, the stream time it first appeared at
+        clock = 0.0  # when the decoder is free: a step starts once its audio has arrived and the last step is done
+        for start in range(0, signal.size, piece):
+            stream.accept_waveform(sample_rate, signal[start: start + piece])
+            if start + piece >= signal.size:
+                stream.input_finished()
+            arrived = min(start + piece, signal.size) / sample_rate  # silence keeps arriving after speech ends
+            while recognizer.is_ready(stream):
+                begun = time.perf_counter()
+                recognizer.decode_stream(stream)
+                took = time.perf_counter() - begun
+                steps.append(took)
+                clock = max(clock, arrived) + took
+                shown += [clock] * (len(recognizer.tokens(stream)) - len(shown))
+        text, tokens = recognizer.get_result(stream), list(recognizer.tokens(stream))
+        timestamps = [float(t) for t in recognizer.timestamps(stream)]
+        delays = [moment - stamp for moment, stamp in zip(shown, timestamps)]
+        compute = float(sum(steps))
+        seconds = audio.size / sample_rate
+        self.latency = {
+            "chunks": len(steps),
+            "chunk_compute_ms_mean": round(1000 * float(np.mean(steps)), 3) if steps else None,
+            "chunk_compute_ms_max": round(1000 * float(np.max(steps)), 3) if steps else None,
+            "first_token_latency_s": round(delays[0], 3) if delays else None,
+            "final_token_latency_s": round(delays[-1], 3) if delays else None,
+            "mean_token_latency_s": round(float(np.mean(delays)), 3) if delays else None,
+            "rtfx": round(seconds / compute, 2) if compute else None,
+            "audio_seconds": round(seconds, 3), "compute_seconds": round(compute, 5),
+        }
+        return Recognized(text=text, tokens=tokens, timestamps=timestamps)
+
+
+class StreamingTransducerFamily(_CacheAware, TransducerFamily):
+    name = "streaming-transducer"
+    title = "cache-aware streaming transducer (RNNT)"
+    sherpa_model_type = MODEL_TYPE
+
+    def refusal(self, facts: ModelFacts) -> str | None:
+        reason = self._streaming_refusal(facts) or super().refusal(facts)
+        if reason is None and facts.is_tdt:
+            return ("sherpa-onnx's online NeMo transducer decodes RNNT only (it ignores TDT durations); convert this "
+                    "TDT model with --decoder transducer for offline use")
+        return reason
+
+    def prepare_for_export(self, model: Any) -> None:
+        self._prepare_streaming_export(model)
+
+    def probes(self, model: Any, frames: Sequence[int], generator: Any) -> list[Probe]:
+        offline = super().probes(model, (), generator)  # the decoder's and joiner's (no encoder lengths asked)
+        return [*self._encoder_probes(model.encoder, model.encoder, "encoder", generator),
+                *[p for p in offline if p.graph != "encoder"]]
+
+    def metadata(self, facts: ModelFacts, url: str, comment: str) -> dict[str, str]:
+        return {**super().metadata(facts, url, comment), **self._streaming_metadata(facts)}
+
+    def check_contract(self, graphs: Mapping[str, Any], pieces: list[str], manifest, result) -> ModelSpec | None:
+        spec = super().check_contract(graphs, pieces, manifest, result)
+        shape = self._check_streaming_contract(graphs["encoder"], "encoder", result)
+        if spec is not None and spec.is_tdt:
+            result.fail("the url marks a TDT model, but sherpa-onnx's online transducer decodes RNNT only")
+        return spec if shape is not None and not result.failed else None
+
+    def graph_decoder(self, paths: Mapping[str, Path], spec: ModelSpec, threads: int = 1,
+                      provider: str = "cpu") -> GraphStreamingTransducer:
+        return GraphStreamingTransducer(paths, spec, provider=provider, threads=threads)
+
+    def _nemo_step(self, model: Any, encoded: Any, encoded_len: Any, state: Any) -> tuple[Any, Any]:
+        hypotheses = model.decoding.rnnt_decoder_predictions_tensor(
+            encoder_output=encoded, encoded_lengths=encoded_len, return_hypotheses=True, partial_hypotheses=state)
+        return encoded[:, :, : int(encoded_len[0])], hypotheses
+
+    def _nemo_tokens(self, model: Any, state: Any) -> list[int]:
+        if not state:
+            return []
+        hypothesis = state[0] if isinstance(state, list) else state[0][0]
+        sequence = hypothesis.y_sequence
+        return [int(t) for t in (sequence.tolist() if hasattr(sequence, "tolist") else sequence)]
+
+    def runtime_recognizer(self, paths: Mapping[str, Path], tokens: Path, *, provider: str, threads: int,
+                           sample_rate: int, feature_dim: int) -> OnlineSherpa:
+        import sherpa_onnx
+
+        recognizer = sherpa_onnx.OnlineRecognizer.from_transducer(
+            encoder=str(paths["encoder"]), decoder=str(paths["decoder"]), joiner=str(paths["joiner"]),
+            tokens=str(tokens), model_type=MODEL_TYPE, provider=provider, num_threads=threads,
+            sample_rate=sample_rate, feature_dim=feature_dim, decoding_method="greedy_search")
+        return _online(recognizer, paths["encoder"])
+
+    def card_rows(self, facts: ModelFacts, metadata: Mapping[str, str], redact) -> list[tuple[str, str]]:
+        arch = facts.architecture
+        return [("decoder", f"RNNT; prediction network {arch.pred_rnn_layers} x LSTM {arch.pred_hidden}"),
+                *_streaming_rows(facts, metadata),
+                ("sherpa-onnx", f"`OnlineRecognizer.from_transducer`, `model_type=\"{MODEL_TYPE}\"`")]
+
+    def usage(self, files: Mapping[str, str], tokens: str, *, feature_dim: int, sample_rate: int,
+              provider_note: str, metadata: Mapping[str, str] | None = None, variants: Sequence[str] = ()) -> str:
+        encoder, decoder, joiner = files["encoder"], files["decoder"], files["joiner"]
+        return self._online_usage(
+            "from_transducer",
+            [("encoder", f'"{encoder}"'), ("decoder", f'"{decoder}"'), ("joiner", f'"{joiner}"'),
+             ("tokens", f'"{tokens}"'), ("model_type", f'"{MODEL_TYPE}"'), ("feature_dim", str(feature_dim))],
+            [f"--encoder={encoder}", f"--decoder={decoder}", f"--joiner={joiner}", f"--tokens={tokens}",
+             f"--model-type={MODEL_TYPE}"], metadata, sample_rate, provider_note)
+
+
+class StreamingCtcFamily(_CacheAware, CtcFamily):
+    name = "streaming-ctc"
+    title = "cache-aware streaming CTC"
+    sherpa_model_type = "nemo_ctc"
+    graph_inputs = 5
+
+    def refusal(self, facts: ModelFacts) -> str | None:
+        return self._streaming_refusal(facts) or super().refusal(facts)
+
+    def prepare_for_export(self, model: Any) -> None:
+        super().prepare_for_export(model)
+        self._prepare_streaming_export(model)
+
+    def probes(self, model: Any, frames: Sequence[int], generator: Any) -> list[Probe]:
+        return self._encoder_probes(model, model.encoder, "model", generator)
+
+    def metadata(self, facts: ModelFacts, url: str, comment: str) -> dict[str, str]:
+        return {**super().metadata(facts, url, comment), **self._streaming_metadata(facts)}
+
+    def check_contract(self, graphs: Mapping[str, Any], pieces: list[str], manifest, result) -> ModelSpec | None:
+        spec = super().check_contract(graphs, pieces, manifest, result)
+        shape = self._check_streaming_contract(graphs["model"], "model", result)
+        return spec if shape is not None and not result.failed else None
+
+    def graph_decoder(self, paths: Mapping[str, Path], spec: ModelSpec, threads: int = 1,
+                      provider: str = "cpu") -> GraphStreamingCtc:
+        return GraphStreamingCtc(paths, spec, provider=provider, threads=threads)
+
+    def _nemo_step(self, model: Any, encoded: Any, encoded_len: Any, state: Any) -> tuple[Any, Any]:
+        head = getattr(model, "ctc_decoder", None) or model.decoder
+        log_probs = head(encoder_output=encoded)[:, : int(encoded_len[0])]  # [1, t, V+1]
+        ids = log_probs.argmax(dim=-1)[0].tolist()
+        return log_probs.transpose(1, 2), [*(state or []), *ids]
+
+    def _nemo_tokens(self, model: Any, state: Any) -> list[int]:
+        decoding = getattr(model, "ctc_decoding", None) or model.decoding
+        return fold_ctc(state or [], int(decoding.blank_id)).tokens
+
+    def runtime_recognizer(self, paths: Mapping[str, Path], tokens: Path, *, provider: str, threads: int,
+                           sample_rate: int, feature_dim: int) -> OnlineSherpa:
+        import sherpa_onnx
+
+        recognizer = sherpa_onnx.OnlineRecognizer.from_nemo_ctc(
+            model=str(paths["model"]), tokens=str(tokens), num_threads=threads, provider=provider,
+            sample_rate=sample_rate, feature_dim=feature_dim, decoding_method="greedy_search")
+        return _online(recognizer, paths["model"])
+
+    def card_rows(self, facts: ModelFacts, metadata: Mapping[str, str], redact) -> list[tuple[str, str]]:
+        head = "CTC head of a hybrid model" if "Hybrid" in facts.model_class else "CTC"
+        return [("decoder", f"{head}; greedy decoding"), *_streaming_rows(facts, metadata),
+                ("sherpa-onnx", "`OnlineRecognizer.from_nemo_ctc`")]
+
+    def usage(self, files: Mapping[str, str], tokens: str, *, feature_dim: int, sample_rate: int,
+              provider_note: str, metadata: Mapping[str, str] | None = None, variants: Sequence[str] = ()) -> str:
+        model = files["model"]
+        return self._online_usage(
+            "from_nemo_ctc", [("model", f'"{model}"'), ("tokens", f'"{tokens}"'), ("feature_dim", str(feature_dim))],
+            [f"--nemo-ctc-model={model}", f"--tokens={tokens}"], metadata, sample_rate, provider_note)
+
+
+def _online(recognizer: Any, encoder: Path) -> OnlineSherpa:
+    """The live-stream driver for a recognizer, sized from the encoder's own metadata (read without weights)."""
+    import onnx
+
+    metadata = {p.key: p.value for p in onnx.load(str(encoder), load_external_data=False).metadata_props}
+    return OnlineSherpa(recognizer, shape_from_metadata(metadata))
+
+
+def _streaming_rows(facts: ModelFacts, metadata: Mapping[str, str]) -> list[tuple[str, str]]:
+    shape = facts.streaming or shape_from_metadata(metadata)
+    hop_ms = 1000.0 * float(facts.frontend.get("window_stride") or 0.01)
+    latency = shape.latency_ms(hop_ms, int(facts.architecture.subsampling_factor or 8))
+    trained = ", ".join(str(v) for v in facts.architecture.lookaheads or ())
+    return [("streaming", f"cache-aware; look-ahead {shape.lookahead} encoder frames ({latency['lookahead_ms']:g} ms; "
+                          f"trained with {trained}), chunks of {latency['chunk_ms']:g} ms, left context "
+                          f"{shape.left_context} frames")]
+
+
+def latency_markdown(check: Mapping[str, Any] | None, heading: str = "##") -> list[str]:
+    """The streaming section of the report (and of the model card, one level down): the step, and per provider the
+    latency table."""
+    if not check or check.get("status") not in ("passed", "failed"):
+        return []
+    lines = [f"{heading} Streaming (sherpa-onnx's online recognizer, audio fed in 100 ms pieces)", "",
+             f"Look-ahead {check['lookahead_frames']} encoder frames ({check['lookahead_ms']:g} ms); each step reads "
+             f"{check['window_frames']} feature frames and advances {check['chunk_frames']} "
+             f"({check['chunk_ms']:g} ms of audio per chunk).", "",
+             "| provider | chunks | compute per chunk, mean / max ms | first token shown after | last token shown "
+             "after | mean token delay | RTFx |", "|---|---|---|---|---|---|---|"]
+    seconds = lambda value: "-" if value is None else f"{value:.3f} s"  # noqa: E731
+    for provider, f in check.get("providers", {}).items():
+        lines.append(f"| {provider} | {f['chunks']} | {f['chunk_compute_ms_mean']} / {f['chunk_compute_ms_max']} | "
+                     f"{seconds(f['first_token_latency_s'])} | {seconds(f['final_token_latency_s'])} | "
+                     f"{seconds(f['mean_token_latency_s'])} | {f['rtfx']} |")
+    lines += ["", "A token's delay: from its timestamp in the audio to the moment it was shown, the chunk's wait for "
+                  "its look-ahead and the compute included.", ""]
+    end = check.get("end_of_utterance")
+    if end:
+        counts = ", ".join(f"{token} {count}" for token, count in end["emitted"].items())
+        lines += [f"End-of-utterance tokens emitted: {counts}; {end['transcripts_ending_with_one']} of "
+                  f"{end['transcripts']} transcripts end with one.", ""]
+    return lines
+
+
+STREAMING_TRANSDUCER = StreamingTransducerFamily()
+STREAMING_CTC = StreamingCtcFamily()
