@@ -27,7 +27,7 @@ def _convert(target: Path, **options) -> Path:
 
 @pytest.fixture(scope="module")
 def online_dir(tmp_path_factory) -> Path:
-    return _convert(tmp_path_factory.mktemp("streaming") / "online")
+    return _convert(tmp_path_factory.mktemp("streaming") / "online", precisions=("fp32", "int8", "fp16"))
 
 
 @pytest.fixture(scope="module")
@@ -106,10 +106,10 @@ def test_lookahead_picks_another_trained_latency_and_refuses_an_untrained_one(tm
     target = _convert(tmp_path / "la1", attention=AttentionRequest(lookahead=1))
     meta = metadata(target / "encoder.onnx")
     assert (meta["window_size"], meta["chunk_shift"], meta["lookahead"]) == ("25", "16", "1")
-    from nemo2sherpa.validate.sherpa_runner import make_recognizer, transcribe
-    from nemo2sherpa.validate.model_dir import open_model_dir
-    from nemo2sherpa.validate.audio import read_dataset
     from nemo2sherpa.recipes import get_recipe
+    from nemo2sherpa.validate.audio import read_dataset
+    from nemo2sherpa.validate.model_dir import open_model_dir
+    from nemo2sherpa.validate.sherpa_runner import make_recognizer, transcribe
 
     clips = read_dataset(get_recipe("tiny-streaming-en").dataset_path(), 16000)[:4]
     recognizer = make_recognizer(open_model_dir(target), threads=1)
@@ -173,8 +173,7 @@ def test_streamed_token_ids_follow_nemo_chunking(nemo_model):
     import torch
     from nemo.collections.asr.parts.utils.streaming_utils import CacheAwareStreamingAudioBuffer
 
-    from nemo2sherpa.families.streaming import streaming_shape
-    from nemo2sherpa.families.streaming import nemo_chunks
+    from nemo2sherpa.families.streaming_step import nemo_chunks, streaming_shape
 
     nemo_model.encoder.set_default_att_context_size([16, 1])
     shape = streaming_shape(nemo_model.encoder)
@@ -203,6 +202,23 @@ def test_online_card_shows_how_to_stream(online_dir, tmp_path, capsys):
     assert "look-ahead 3 encoder frames (240 ms" in card
     latency = card.split("### Streaming")[1]
     assert "first token shown after" in latency and "| cpu | " in latency
+
+
+def test_int8_and_fp16_stream_like_float32(online_dir, capsys):
+    """The precision variants of an online directory: their encoders step with the same caches, the fp16 writer's
+    range probe runs one step from empty caches, and each streams through sherpa-onnx like float32."""
+    from nemo2sherpa.families.streaming_step import ONLINE_KEYS
+
+    for variant in ("int8", "fp16"):
+        meta = metadata(online_dir / f"encoder.{variant}.onnx")
+        assert all(meta[key] == metadata(online_dir / "encoder.onnx")[key] for key in ONLINE_KEYS)
+    ran = run_cli(["validate", online_dir, "--precision", "int8,fp16", *FAST], capsys)
+    assert ran.code == 0, ran.err
+    for report_dir in ("validation", "validation-fp16"):
+        report = json.loads((online_dir / report_dir / "report.json").read_text())
+        assert report["verdict"] == "passed", report["checks"]
+        assert report["checks"]["precision"]["status"] == "passed"
+        assert report["checks"]["streaming"]["providers"]["cpu"]["rtfx"] > 1
 
 
 def test_end_tokens_are_counted_where_the_vocabulary_has_them():

@@ -51,8 +51,10 @@ PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x
 PART_LIMIT = 52 * 2 ** 20  # a call carries 64 MiB, the repository (about 8 MB) included
 
 FIXTURE = "tiny-tdt-en"
+STREAMING_FIXTURE = "tiny-streaming-en"  # its online directory, streamed on CUDA
 # name -> (recipe, extra convert options); all random weights
 ARCHITECTURES = {
+    "nemotron-streaming": ("nemotron-speech-streaming-en-0.6b", ("--lookahead", "6")),
     "tdt_ctc-110m": ("parakeet-tdt_ctc-110m", ()),
     "tdt-0.6b-v3": ("parakeet-tdt-0.6b-v3", ("--precision", "fp32,int8,int8-dynamic,fp16")),
     "tdt-0.6b-v3-plain": ("parakeet-tdt-0.6b-v3", ("--no-optimize",)),
@@ -82,6 +84,9 @@ def build_models(work: Path, scratch: Path) -> None:
         # exit code 1 is fine here: only the references matter, and the CPU reports are kept for comparison
         _cli("validate", str(models / "fixture"), "--precision", variant, "--provider", "cpu", "--report-dir",
              str(scratch / "cpu-reports" / f"fixture-{variant}"), env=env, check=False)
+    _cli("convert", STREAMING_FIXTURE, "-o", str(models / "streaming-fixture"), "--overwrite", "-q")
+    _cli("validate", str(models / "streaming-fixture"), "--provider", "cpu", "--no-long-audio", "--report-dir",
+         str(scratch / "cpu-reports" / "streaming-fixture"), env=env, check=False)
     for name, (recipe, options) in ARCHITECTURES.items():
         source = scratch / "random" / name
         _cli("convert", recipe, "--random-weights", "-o", str(source), "--overwrite", "-q", *options)

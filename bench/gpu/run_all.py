@@ -29,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from seeded_weights import restore  # noqa: E402
 
 FIXTURE = "fixture"
+FIXTURES = (FIXTURE, "streaming-fixture")  # trained models, converted and referenced on the CPU side (work/models)
 SPEED_LENGTHS = "2,5,10,30,60,120"
 
 
@@ -45,10 +46,10 @@ class Step:
 
     def command(self, work: Path, providers: list[str], threads: int, lengths: str, report: Path) -> list[str]:
         chosen = providers if self.providers == "both" else (["cuda"] if "cuda" in providers else providers)
-        model = work / ("models" if self.model == FIXTURE else "restored") / self.model
+        model = work / ("models" if self.model in FIXTURES else "restored") / self.model
         command = [sys.executable, "-m", "nemo2sherpa", "validate", str(model), "--provider", ",".join(chosen),
                    "--threads", str(threads), "--no-nemo", "--report-dir", str(report)]
-        if self.model != FIXTURE and self.speed_clips:
+        if self.model not in FIXTURES and self.speed_clips:
             command += ["--dataset", str(work / "audio" / "dataset.jsonl"), "--no-long-audio"]
         args = [lengths if a == "{lengths}" else a for a in self.args]
         if "--speed-lengths" not in args:
@@ -73,6 +74,9 @@ def steps(long_lengths: str) -> list[Step]:
              ("--precision", "int8-dynamic", "--speed-lengths", "2,30")),
         Step("tdt-0.6b-v3-long", "tdt-0.6b-v3", "gpu", 60,
              ("--speed-lengths", long_lengths, "--repeats", "1")),
+        # streaming: the trained fixture's online directory (transcripts, latency), nemotron's at 560 ms chunks
+        Step("streaming-fixture", "streaming-fixture", "both", 30, ("--no-long-audio",)),
+        Step("nemotron-streaming", "nemotron-streaming", "both", 60, ("--speed-lengths", "2,30")),
     ]
 
 
@@ -220,6 +224,7 @@ def digest(report: dict) -> dict:
         "transcripts": {k: v for k, v in checks.get("transcripts", {}).items() if k != "utterances"},
         "precision": checks.get("precision"),
         "long_audio": checks.get("long_audio"),
+        "streaming": checks.get("streaming"),
         "environment": report.get("environment"),
     }
 

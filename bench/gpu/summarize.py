@@ -82,6 +82,12 @@ def main(argv: list[str]) -> int:
         step = steps.get(name, {})
         if step.get("speed"):
             out += [f"### {name}", ""] + speed_table(step) + [""]
+    for name in ("streaming-fixture", "nemotron-streaming"):
+        streaming = (steps.get(name) or {}).get("streaming") or {}
+        if streaming.get("providers"):
+            from nemo2sherpa.families.online_recognizer import latency_markdown
+
+            out += [f"### {name}", ""] + latency_markdown(streaming, heading="####")
     skipped = {k: v["skipped"] for k, v in steps.items() if "skipped" in v}
     if skipped:
         out += ["Skipped: " + "; ".join(f"{k} ({v})" for k, v in skipped.items()), ""]

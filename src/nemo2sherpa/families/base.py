@@ -187,6 +187,13 @@ class Family(ABC):
     def prepare_for_export(self, model: Any) -> None:
         """Put the NeMo model into the state its export needs (e.g. a hybrid's CTC branch selected)."""
 
+    def encoder_feeds(self, graph: Any, mels: int) -> dict[str, np.ndarray]:
+        """Inputs for a run of the written encoder-holding graph (onnx.ModelProto, weights not needed) on probe
+        features: what the fp16 writer measures activation ranges with. A streaming family adds its caches."""
+        from nemo2sherpa.precision.fp16 import encoder_feeds
+
+        return encoder_feeds(graph, mels)
+
     @abstractmethod
     def export_modules(self, model: Any) -> dict[str, Any]:
         """role -> the NeMo module whose export is that graph, in role order."""

@@ -23,159 +23,29 @@ CacheAwareStreamingAudioBuffer drives it with `pad_and_drop_preencoded`.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from nemo2sherpa.facts import ModelFacts, StreamingShape
-from nemo2sherpa.families.base import ModelSpec, NemoOutput, Probe, Recognized
-from nemo2sherpa.families.common import dims, flatten, int_metadata, make_session, run_export_forward
+from nemo2sherpa.families.base import ModelSpec, NemoOutput, Probe
+from nemo2sherpa.families.common import dims, flatten, int_metadata, run_export_forward
 from nemo2sherpa.families.ctc import CtcFamily, GraphCtc, fold_ctc
+from nemo2sherpa.families.online_recognizer import PIECE_SECONDS, OnlineSherpa, online_recognizer
+from nemo2sherpa.families.streaming_step import (
+    ONLINE_KEYS,
+    SHAPE_KEYS,
+    StreamingEncoder,
+    initial_caches,
+    shape_from_metadata,
+    streaming_metadata,
+    streaming_shape,
+    tail_seconds,
+)
 from nemo2sherpa.families.transducer import MODEL_TYPE, GraphTransducer, TransducerFamily
 
-#: metadata keys the online loaders read besides the offline ones, and the ones nemo2sherpa adds to restate the shape
-CACHE_KEYS = tuple(f"cache_last_{kind}_dim{i}" for kind in ("channel", "time") for i in (1, 2, 3))
-ONLINE_KEYS = ("window_size", "chunk_shift", *CACHE_KEYS)
-SHAPE_KEYS = {"lookahead": "lookahead", "left_context": "left_context", "pre_encode_cache_frames": "pre_encode_cache",
-              "drop_extra_pre_encoded": "drop_extra_pre_encoded", "output_frames": "output_frames"}
-#: audio pieces sherpa-onnx is fed in, as a microphone delivers them
-PIECE_SECONDS = 0.1
 ONLINE_MAX_SYMBOLS = 10  # online-transducer-greedy-search-nemo-decoder.cc
-
-
-def steady(value: Any) -> int:
-    """NeMo states some streaming sizes as [first chunk, later chunks]; a stream's steady state is the second."""
-    return int(value[1]) if isinstance(value, (list, tuple)) else int(value)
-
-
-def streaming_shape(encoder: Any) -> StreamingShape:
-    """The exported step's shape from a NeMo encoder's current streaming config."""
-    config = encoder.streaming_cfg
-    return StreamingShape(
-        lookahead=int(encoder.att_context_size[1]),
-        left_context=int(config.last_channel_cache_size),
-        chunk_frames=steady(config.chunk_size),
-        pre_encode_cache_frames=steady(config.pre_encode_cache_size),
-        drop_extra_pre_encoded=int(config.drop_extra_pre_encoded),
-        output_frames=int(config.valid_out_len),
-        conv_cache=int(encoder.conv_context_size[0]),
-        layers=len(encoder.layers),
-        d_model=int(encoder.d_model),
-    )
-
-
-def apply_lookahead(model: Any, lookahead: int) -> list[int]:
-    """Switch a cache-aware NeMo model to the attention context with this look-ahead (its streaming config follows);
-    the context."""
-    from nemo2sherpa.checkpoint.loading import quiet_nemo
-
-    encoder = model.encoder
-    context = next(list(c) for c in encoder.att_context_size_all if int(c[1]) == int(lookahead))
-    with quiet_nemo():
-        encoder.set_default_att_context_size(context)
-    return context
-
-
-def streaming_metadata(shape: StreamingShape) -> dict[str, str]:
-    """What sherpa-onnx's online loaders read about the step (window, shift, cache shapes), and the rest of the
-    shape, so that a directory states how it streams without its manifest."""
-    values = {
-        "window_size": shape.window_frames, "chunk_shift": shape.chunk_frames,
-        "cache_last_channel_dim1": shape.layers, "cache_last_channel_dim2": shape.left_context,
-        "cache_last_channel_dim3": shape.d_model,
-        "cache_last_time_dim1": shape.layers, "cache_last_time_dim2": shape.d_model,
-        "cache_last_time_dim3": shape.conv_cache,
-        **{key: getattr(shape, field) for field, key in SHAPE_KEYS.items()},
-    }
-    return {key: str(value) for key, value in values.items()}
-
-
-def shape_from_metadata(metadata: Mapping[str, str]) -> StreamingShape:
-    """The step's shape as a directory's metadata states it (KeyError/ValueError when it does not)."""
-    get = lambda key: int(metadata[key])  # noqa: E731
-    return StreamingShape(lookahead=get("lookahead"), left_context=get("cache_last_channel_dim2"),
-                          chunk_frames=get("chunk_shift"),
-                          pre_encode_cache_frames=get("window_size") - get("chunk_shift"),
-                          drop_extra_pre_encoded=get("drop_extra_pre_encoded"), output_frames=get("output_frames"),
-                          conv_cache=get("cache_last_time_dim3"), layers=get("cache_last_channel_dim1"),
-                          d_model=get("cache_last_channel_dim3"))
-
-
-def nemo_chunks(features: np.ndarray, shape: StreamingShape, subsampling: int) -> Iterator[tuple[np.ndarray, int]]:
-    """features [C, T] cut as NeMo's CacheAwareStreamingAudioBuffer cuts them with pad_and_drop_preencoded: each
-    chunk is chunk_frames new frames after pre_encode_cache_frames earlier ones (zeros before the start), the last
-    one shorter; a tail shorter than one encoder frame is not decoded (a first chunk of one frame is: causal
-    subsampling gives it an output). Yields (window, valid length)."""
-    total = features.shape[1]
-    pre = shape.pre_encode_cache_frames
-    padded = np.concatenate([np.zeros((features.shape[0], pre), dtype=np.float32), features], axis=1)
-    start = 0
-    while start < total:
-        new = min(shape.chunk_frames, total - start)
-        if new < (1 if start == 0 else subsampling):  # causal subsampling: one frame already gives an output
-            return
-        yield padded[:, start: start + pre + new], pre + new
-        start += shape.chunk_frames
-
-
-def runtime_windows(features: np.ndarray, shape: StreamingShape) -> Iterator[tuple[np.ndarray, int]]:
-    """features [C, T] cut as sherpa-onnx's online recognizer cuts them: window_frames frames from frame 0, then
-    every chunk_frames frames on, each while a later frame exists (its is_ready rule); no zeros before the start."""
-    start = 0
-    while start + shape.window_frames < features.shape[1]:
-        yield features[:, start: start + shape.window_frames], shape.window_frames
-        start += shape.chunk_frames
-
-
-def tail_seconds(shape: StreamingShape, hop_seconds: float = 0.01) -> float:
-    """Silence after the audio that lets sherpa-onnx decode the stream's last window (a window is decoded once a frame
-    after it has arrived)."""
-    return (shape.window_frames + shape.chunk_frames) * hop_seconds + 0.05
-
-
-class StreamingEncoder:
-    """The exported encoder-holding graph run step by step with its caches, as sherpa-onnx runs it."""
-
-    def __init__(self, path: Path, shape: StreamingShape, subsampling: int, provider: str = "cpu",
-                 threads: int = 1, time_last: bool = True) -> None:
-        """time_last: the graph gives [1, D, t] (an encoder); False: [1, t, V] (a CTC model's log-probabilities)."""
-        self.session = make_session(path, provider, threads)
-        self.time_last = time_last
-        self.names = [i.name for i in self.session.get_inputs()]
-        self.shape = shape
-        self.subsampling = subsampling
-
-    def initial_caches(self) -> list[np.ndarray]:
-        s = self.shape
-        return [np.zeros((1, s.layers, s.left_context, s.d_model), dtype=np.float32),
-                np.zeros((1, s.layers, s.d_model, s.conv_cache), dtype=np.float32),
-                np.zeros((1,), dtype=np.int64)]
-
-    def step(self, window: np.ndarray, length: int, caches: list[np.ndarray]
-             ) -> tuple[np.ndarray, int, list[np.ndarray]]:
-        """One chunk: window [C, frames] -> (output [D, t], valid frames, next caches)."""
-        feed = {self.names[0]: window[np.newaxis].astype(np.float32),
-                self.names[1]: np.array([length], dtype=np.int64),
-                **dict(zip(self.names[2:], caches))}
-        out, out_len, *next_caches = self.session.run(None, feed)
-        return (out[0] if self.time_last else out[0].T), int(np.asarray(out_len).reshape(-1)[0]), next_caches
-
-    def stream(self, features: np.ndarray, like_runtime: bool = False) -> tuple[np.ndarray, int]:
-        """features [C, T] streamed chunk by chunk, cut as NeMo's streaming buffer cuts them (or, like_runtime, as
-        sherpa-onnx does); the outputs joined [D, T'] and their count."""
-        caches = self.initial_caches()
-        outputs = []
-        windows = runtime_windows(features, self.shape) if like_runtime else \
-            nemo_chunks(features, self.shape, self.subsampling)
-        for window, length in windows:
-            out, valid, caches = self.step(window, length, caches)
-            outputs.append(out[:, :valid])
-        if not outputs:
-            return np.zeros((0, 0), dtype=np.float32), 0
-        joined = np.concatenate(outputs, axis=1)
-        return joined, joined.shape[1]
 
 
 class GraphStreamingTransducer(GraphTransducer):
@@ -230,6 +100,13 @@ class _CacheAware:
     def _prepare_streaming_export(self, model: Any) -> None:
         """NeMo's export of the cache-aware step: caches as inputs and outputs, batch first."""
         model.encoder.export_cache_support = True
+
+    def encoder_feeds(self, graph: Any, mels: int) -> dict[str, np.ndarray]:
+        """The probe features as one step, from a stream's first (empty) caches."""
+        feeds = super().encoder_feeds(graph, mels)  # type: ignore[misc]
+        shape = shape_from_metadata({p.key: p.value for p in graph.metadata_props})
+        names = [i.name for i in graph.graph.input]
+        return {**feeds, **dict(zip(names[2:], initial_caches(shape)))}
 
     def _encoder_probes(self, module: Any, encoder: Any, role: str, generator: Any) -> list[Probe]:
         """Steps of the shape sherpa-onnx feeds (a full window) from empty and from filled caches, and NeMo's shorter
@@ -361,55 +238,6 @@ print(recognizer.get_result(stream))
 """
 
 
-class OnlineSherpa:
-    """sherpa-onnx's OnlineRecognizer driven as a live stream: audio arrives in PIECE_SECONDS pieces, each window is
-    decoded as soon as it is ready, and the step times and the moments tokens appear are recorded: per-chunk
-    compute, how long after its audio each token was shown (stream time plus compute), RTFx."""
-
-    def __init__(self, recognizer: Any, shape: StreamingShape) -> None:
-        self.recognizer = recognizer
-        self.tail_seconds = tail_seconds(shape)
-        self.latency: dict[str, Any] = {}
-
-    def transcribe(self, audio: np.ndarray, sample_rate: int) -> Recognized:
-        recognizer = self.recognizer
-        stream = recognizer.create_stream()
-        piece = max(1, int(PIECE_SECONDS * sample_rate))
-        tail = np.zeros(int(self.tail_seconds * sample_rate), dtype=np.float32)
-        signal = np.concatenate([np.asarray(audio, dtype=np.float32), tail])
-        steps: list[float] = []
-        shown: list[float] = []  # for each token, the stream time it first appeared at
-        clock = 0.0  # when the decoder is free: a step starts once its audio has arrived and the last step is done
-        for start in range(0, signal.size, piece):
-            stream.accept_waveform(sample_rate, signal[start: start + piece])
-            if start + piece >= signal.size:
-                stream.input_finished()
-            arrived = min(start + piece, signal.size) / sample_rate  # silence keeps arriving after speech ends
-            while recognizer.is_ready(stream):
-                begun = time.perf_counter()
-                recognizer.decode_stream(stream)
-                took = time.perf_counter() - begun
-                steps.append(took)
-                clock = max(clock, arrived) + took
-                shown += [clock] * (len(recognizer.tokens(stream)) - len(shown))
-        text, tokens = recognizer.get_result(stream), list(recognizer.tokens(stream))
-        timestamps = [float(t) for t in recognizer.timestamps(stream)]
-        delays = [moment - stamp for moment, stamp in zip(shown, timestamps)]
-        compute = float(sum(steps))
-        seconds = audio.size / sample_rate
-        self.latency = {
-            "chunks": len(steps),
-            "chunk_compute_ms_mean": round(1000 * float(np.mean(steps)), 3) if steps else None,
-            "chunk_compute_ms_max": round(1000 * float(np.max(steps)), 3) if steps else None,
-            "first_token_latency_s": round(delays[0], 3) if delays else None,
-            "final_token_latency_s": round(delays[-1], 3) if delays else None,
-            "mean_token_latency_s": round(float(np.mean(delays)), 3) if delays else None,
-            "rtfx": round(seconds / compute, 2) if compute else None,
-            "audio_seconds": round(seconds, 3), "compute_seconds": round(compute, 5),
-        }
-        return Recognized(text=text, tokens=tokens, timestamps=timestamps)
-
-
 class StreamingTransducerFamily(_CacheAware, TransducerFamily):
     name = "streaming-transducer"
     title = "cache-aware streaming transducer (RNNT)"
@@ -464,7 +292,7 @@ class StreamingTransducerFamily(_CacheAware, TransducerFamily):
             encoder=str(paths["encoder"]), decoder=str(paths["decoder"]), joiner=str(paths["joiner"]),
             tokens=str(tokens), model_type=MODEL_TYPE, provider=provider, num_threads=threads,
             sample_rate=sample_rate, feature_dim=feature_dim, decoding_method="greedy_search")
-        return _online(recognizer, paths["encoder"])
+        return online_recognizer(recognizer, paths["encoder"])
 
     def card_rows(self, facts: ModelFacts, metadata: Mapping[str, str], redact) -> list[tuple[str, str]]:
         arch = facts.architecture
@@ -528,7 +356,7 @@ class StreamingCtcFamily(_CacheAware, CtcFamily):
         recognizer = sherpa_onnx.OnlineRecognizer.from_nemo_ctc(
             model=str(paths["model"]), tokens=str(tokens), num_threads=threads, provider=provider,
             sample_rate=sample_rate, feature_dim=feature_dim, decoding_method="greedy_search")
-        return _online(recognizer, paths["model"])
+        return online_recognizer(recognizer, paths["model"])
 
     def card_rows(self, facts: ModelFacts, metadata: Mapping[str, str], redact) -> list[tuple[str, str]]:
         head = "CTC head of a hybrid model" if "Hybrid" in facts.model_class else "CTC"
@@ -543,14 +371,6 @@ class StreamingCtcFamily(_CacheAware, CtcFamily):
             [f"--nemo-ctc-model={model}", f"--tokens={tokens}"], metadata, sample_rate, provider_note)
 
 
-def _online(recognizer: Any, encoder: Path) -> OnlineSherpa:
-    """The live-stream driver for a recognizer, sized from the encoder's own metadata (read without weights)."""
-    import onnx
-
-    metadata = {p.key: p.value for p in onnx.load(str(encoder), load_external_data=False).metadata_props}
-    return OnlineSherpa(recognizer, shape_from_metadata(metadata))
-
-
 def _streaming_rows(facts: ModelFacts, metadata: Mapping[str, str]) -> list[tuple[str, str]]:
     shape = facts.streaming or shape_from_metadata(metadata)
     hop_ms = 1000.0 * float(facts.frontend.get("window_stride") or 0.01)
@@ -559,32 +379,6 @@ def _streaming_rows(facts: ModelFacts, metadata: Mapping[str, str]) -> list[tupl
     return [("streaming", f"cache-aware; look-ahead {shape.lookahead} encoder frames ({latency['lookahead_ms']:g} ms; "
                           f"trained with {trained}), chunks of {latency['chunk_ms']:g} ms, left context "
                           f"{shape.left_context} frames")]
-
-
-def latency_markdown(check: Mapping[str, Any] | None, heading: str = "##") -> list[str]:
-    """The streaming section of the report (and of the model card, one level down): the step, and per provider the
-    latency table."""
-    if not check or check.get("status") not in ("passed", "failed"):
-        return []
-    lines = [f"{heading} Streaming (sherpa-onnx's online recognizer, audio fed in 100 ms pieces)", "",
-             f"Look-ahead {check['lookahead_frames']} encoder frames ({check['lookahead_ms']:g} ms); each step reads "
-             f"{check['window_frames']} feature frames and advances {check['chunk_frames']} "
-             f"({check['chunk_ms']:g} ms of audio per chunk).", "",
-             "| provider | chunks | compute per chunk, mean / max ms | first token shown after | last token shown "
-             "after | mean token delay | RTFx |", "|---|---|---|---|---|---|---|"]
-    seconds = lambda value: "-" if value is None else f"{value:.3f} s"  # noqa: E731
-    for provider, f in check.get("providers", {}).items():
-        lines.append(f"| {provider} | {f['chunks']} | {f['chunk_compute_ms_mean']} / {f['chunk_compute_ms_max']} | "
-                     f"{seconds(f['first_token_latency_s'])} | {seconds(f['final_token_latency_s'])} | "
-                     f"{seconds(f['mean_token_latency_s'])} | {f['rtfx']} |")
-    lines += ["", "A token's delay: from its timestamp in the audio to the moment it was shown, the chunk's wait for "
-                  "its look-ahead and the compute included.", ""]
-    end = check.get("end_of_utterance")
-    if end:
-        counts = ", ".join(f"{token} {count}" for token, count in end["emitted"].items())
-        lines += [f"End-of-utterance tokens emitted: {counts}; {end['transcripts_ending_with_one']} of "
-                  f"{end['transcripts']} transcripts end with one.", ""]
-    return lines
 
 
 STREAMING_TRANSDUCER = StreamingTransducerFamily()

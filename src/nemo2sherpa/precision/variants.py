@@ -106,11 +106,11 @@ def _write_fp16(directory: Path, family: Family, fp32: Variant, names: Variant, 
     layout writes)."""
     import onnx
 
-    from nemo2sherpa.precision.fp16 import convert_graph_fp16, encoder_feeds
+    from nemo2sherpa.precision.fp16 import convert_graph_fp16
 
     encoder_path = directory / fp32.files[family.encoder_role.name]
     structure = onnx.load(str(encoder_path), load_external_data=False)
-    probe = encoder_feeds(structure, mels)
+    probe = family.encoder_feeds(structure, mels)
     del structure
     info: dict[str, Any] = {}
     for role in family.roles:

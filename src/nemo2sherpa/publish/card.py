@@ -277,7 +277,7 @@ def _validation(plan: PublishPlan) -> str:
     lines += _checks_table(report)
     lines += _fidelity(report) + _transcripts(report) + _providers(report)
     lines += _speed(report, has_plot=PLOT in plan.validation.files)
-    from nemo2sherpa.families.streaming import latency_markdown
+    from nemo2sherpa.families.online_recognizer import latency_markdown
 
     lines += latency_markdown(_check(report, "streaming"), heading="###")
     links = [f"[`{n}`]({VALIDATION_DIR}/{n})" for n in (REPORT_MD, REPORT_JSON) if n in plan.validation.files]

@@ -231,7 +231,7 @@ class Trainer:
             # feed the subsampling, the frames they subsample to are dropped before the conformer layers. The
             # subsampling grid moves with them: a model trained only on whole utterances recognises such streams
             # worse, and this fixture recognised them not at all
-            from nemo2sherpa.families.streaming import steady
+            from nemo2sherpa.families.streaming_step import steady
 
             prefix = steady(encoder.streaming_cfg.pre_encode_cache_size) if start == 1 else 0
             drop = int(encoder.streaming_cfg.drop_extra_pre_encoded)

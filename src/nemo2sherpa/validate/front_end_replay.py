@@ -47,7 +47,7 @@ def replay(graphs: GraphDecoder, spec: ModelSpec, clip: Clip, max_symbols: int |
     audio = clip.audio
     encode = graphs.encode
     if online:
-        from nemo2sherpa.families.streaming import shape_from_metadata, tail_seconds
+        from nemo2sherpa.families.streaming_step import shape_from_metadata, tail_seconds
 
         silence = np.zeros(int(tail_seconds(shape_from_metadata(spec.metadata)) * clip.sample_rate), np.float32)
         audio = np.concatenate([np.asarray(audio, dtype=np.float32), silence])

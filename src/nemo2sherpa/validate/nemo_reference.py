@@ -47,7 +47,7 @@ class NemoReference:
             with quiet_nemo():
                 apply_reference_attention(self.model, manifest)
             if manifest.model.streaming is not None:  # the look-ahead it was exported with, offline or streaming
-                from nemo2sherpa.families.streaming import apply_lookahead
+                from nemo2sherpa.families.streaming_step import apply_lookahead
 
                 apply_lookahead(self.model, manifest.model.streaming.lookahead)
         self.sample_rate = int(self.model.cfg.preprocessor.get("sample_rate", 16000))

@@ -175,7 +175,7 @@ def render_markdown(report: dict[str, Any]) -> str:
                          "process aborts); convert with --attention local for longer audio on a GPU.")
         lines += ["", f"![decode time]({PLOT})", ""]
     lines += _precision_section(checks.get("precision"))
-    from nemo2sherpa.families.streaming import latency_markdown
+    from nemo2sherpa.families.online_recognizer import latency_markdown
 
     lines += latency_markdown(checks.get("streaming"))
     from nemo2sherpa.validate.long_audio import markdown_lines

@@ -4,7 +4,7 @@ A cache-aware FastConformer may be trained with several attention contexts ([[70
 one model, several latencies. An exported encoder runs exactly one of them (the chunk it consumes, the frames it
 emits and the caches it keeps all follow from it), so convert picks one: `--lookahead N` (encoder frames), or the
 checkpoint's default, the first it lists. NeMo's own `set_default_att_context_size` switches the encoder and
-recomputes its streaming config; the shape sherpa-onnx needs is read from that config (families.streaming), not
+recomputes its streaming config; the shape sherpa-onnx needs is read from that config (families.streaming_step), not
 re-derived, so it is what NeMo streams with.
 """
 
@@ -16,7 +16,7 @@ from typing import Any
 
 from nemo2sherpa.errors import UserError
 from nemo2sherpa.facts import ModelFacts
-from nemo2sherpa.families.streaming import apply_lookahead, streaming_shape
+from nemo2sherpa.families.streaming_step import apply_lookahead, streaming_shape
 
 
 def select_lookahead(model: Any, facts: ModelFacts, lookahead: int | None, source: Path
