@@ -269,3 +269,22 @@ def test_an_attention_style_nemo_cannot_stream_with_caches_is_refused(tmp_path, 
     ran = run_cli(["convert", bad, "-o", tmp_path / "out"], capsys)
     assert_one_line_error(ran, "rc.nemo", "chunked_limited_with_rc")
     assert not (tmp_path / "out").exists()
+
+
+def test_a_streaming_tdt_model_converts_offline_and_is_refused_for_the_online_transducer(tmp_path, capsys):
+    """sherpa-onnx's online transducer ignores TDT durations: such a model streams wrongly there, so it is refused
+    for streaming, in one line, and converts offline by default."""
+    import dataclasses
+
+    from nemo2sherpa.recipes import get_recipe
+    from nemo2sherpa.testing.checkpoints import build_checkpoint
+
+    tdt = dataclasses.replace(get_recipe("tiny-streaming-en").architecture, model_class="EncDecRNNTBPEModel",
+                              durations=(0, 1, 2, 3, 4), vocab_size=40)
+    checkpoint = build_checkpoint(tmp_path / "streaming-tdt.nemo", tdt)
+    ran = run_cli(["convert", checkpoint, "-o", tmp_path / "online", "--decoder", "streaming-transducer"], capsys)
+    assert_one_line_error(ran, "streaming-tdt.nemo", "RNNT only")
+    assert not (tmp_path / "online").exists()
+    ran = run_cli(["convert", checkpoint, "-o", tmp_path / "offline", "-q"], capsys)
+    assert ran.code == 0, ran.err
+    assert list(json.loads((tmp_path / "offline" / "manifest.json").read_text())["families"]) == ["transducer"]
