@@ -56,9 +56,8 @@ class GraphStreamingTransducer(GraphTransducer):
         super().__init__(paths["encoder"], paths["decoder"], paths["joiner"], vocab_size=spec.vocab_size,
                          pred_rnn_layers=spec.pred_rnn_layers, pred_hidden=spec.pred_hidden, provider=provider,
                          threads=threads)
-        self.streaming = StreamingEncoder(paths["encoder"], shape_from_metadata(spec.metadata),
-                                          int(spec.metadata.get("subsampling_factor", 8)), provider, threads)
-        self.encoder = self.streaming.session
+        self.streaming = StreamingEncoder(self.encoder, shape_from_metadata(spec.metadata),
+                                          int(spec.metadata.get("subsampling_factor", 8)))
 
     def encode(self, features: np.ndarray) -> tuple[np.ndarray, int]:
         return self.streaming.stream(features)
@@ -74,9 +73,8 @@ class GraphStreamingCtc(GraphCtc):
     def __init__(self, paths: Mapping[str, Path], spec: ModelSpec, provider: str = "cpu", threads: int = 1) -> None:
         super().__init__(paths["model"], spec.vocab_size, int(spec.metadata.get("subsampling_factor", 8)),
                          provider=provider, threads=threads)
-        self.streaming = StreamingEncoder(paths["model"], shape_from_metadata(spec.metadata),
-                                          self.subsampling_factor, provider, threads, time_last=False)
-        self.session = self.streaming.session
+        self.streaming = StreamingEncoder(self.session, shape_from_metadata(spec.metadata), self.subsampling_factor,
+                                          time_last=False)
 
     def encode(self, features: np.ndarray) -> tuple[np.ndarray, int]:
         """Log-probabilities [V+1, T'] as GraphCtc gives them, streamed."""

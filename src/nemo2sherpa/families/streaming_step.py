@@ -4,13 +4,11 @@ recognizer does), and the exported step run with onnxruntime, caches carried fro
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 import numpy as np
 
 from nemo2sherpa.facts import StreamingShape
-from nemo2sherpa.families.common import make_session
 
 #: metadata keys the online loaders read besides the offline ones, and the ones nemo2sherpa adds to restate the shape
 CACHE_KEYS = tuple(f"cache_last_{kind}_dim{i}" for kind in ("channel", "time") for i in (1, 2, 3))
@@ -119,10 +117,10 @@ def initial_caches(shape: StreamingShape) -> list[np.ndarray]:
 class StreamingEncoder:
     """The exported encoder-holding graph run step by step with its caches, as sherpa-onnx runs it."""
 
-    def __init__(self, path: Path, shape: StreamingShape, subsampling: int, provider: str = "cpu",
-                 threads: int = 1, time_last: bool = True) -> None:
-        """time_last: the graph gives [1, D, t] (an encoder); False: [1, t, V] (a CTC model's log-probabilities)."""
-        self.session = make_session(path, provider, threads)
+    def __init__(self, session: Any, shape: StreamingShape, subsampling: int, time_last: bool = True) -> None:
+        """session: the graph's onnxruntime session (the graph decoder's own: a 0.6B encoder is not loaded twice);
+        time_last: the graph gives [1, D, t] (an encoder); False: [1, t, V] (a CTC model's log-probabilities)."""
+        self.session = session
         self.time_last = time_last
         self.names = [i.name for i in self.session.get_inputs()]
         self.shape = shape
