@@ -1,7 +1,7 @@
 """The streaming check: how a streaming directory behaves live in sherpa-onnx's online recognizer.
 
 Each clip was fed to the recognizer in 100 ms pieces, as a microphone delivers audio, every window decoded as soon
-as it was ready (families.streaming.OnlineSherpa). From those runs: the compute per chunk, how long after its audio
+as it was ready (families.online_recognizer.OnlineSherpa). From those runs: the compute per chunk, how long after its audio
 each token was shown (stream time, the chunk's wait for its look-ahead included, plus compute; the first token's and
 the last one's), and RTFx. A directory whose decoding is slower than the audio arrives fails: it cannot keep up with
 a live stream. Where the vocabulary has end-of-utterance tokens (NVIDIA's realtime EOU models emit `<EOU>` when a
