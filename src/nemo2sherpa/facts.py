@@ -181,10 +181,14 @@ class ModelFacts:
         return self.decoder_kind == "tdt"
 
     @property
+    def hop_ms(self) -> float:
+        """Milliseconds between feature frames (10 for every NeMo ASR front end so far)."""
+        return 1000.0 * float(self.frontend.get("window_stride") or 0.01)
+
+    @property
     def encoder_frame_seconds(self) -> float:
         """Seconds of audio per encoder output frame (0.08 for FastConformer: 10 ms hop x 8)."""
-        hop = float(self.frontend.get("window_stride") or 0.01)
-        return hop * int(self.architecture.subsampling_factor or 8)
+        return self.hop_ms / 1000.0 * int(self.architecture.subsampling_factor or 8)
 
     def to_dict(self) -> dict[str, Any]:
         return {

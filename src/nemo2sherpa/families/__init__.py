@@ -116,7 +116,9 @@ def _metadata(graph: Path) -> dict[str, str]:
     """A graph's metadata, read without its weights; empty when it cannot be read (the contract check says why)."""
     import onnx
 
+    from nemo2sherpa.graphs.rewriting import metadata_of
+
     try:
-        return {p.key: p.value for p in onnx.load(str(graph), load_external_data=False).metadata_props}
+        return metadata_of(onnx.load(str(graph), load_external_data=False))
     except Exception:  # noqa: BLE001 - a broken file is reported by the contract check, not here
         return {}

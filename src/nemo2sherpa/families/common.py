@@ -112,6 +112,20 @@ def encoder_probes(module: Any, role: str, frames: Sequence[int], generator: Any
     return probes
 
 
+def hypothesis_ids(hypotheses: Any) -> list[int]:
+    """The first hypothesis's ids from what NeMo's decoding returns (a list of Hypothesis, or (best, all) for some
+    models and NeMo versions)."""
+    hypothesis = hypotheses[0] if isinstance(hypotheses, list) else hypotheses[0][0]
+    sequence = hypothesis.y_sequence
+    return [int(t) for t in (sequence.tolist() if hasattr(sequence, "tolist") else sequence)]
+
+
+def command_line(binary: str, flags: Sequence[str]) -> str:
+    """A sherpa-onnx command-line tool's invocation on speech.wav, as the cards show it (CPU, two threads)."""
+    return " \\\n".join([binary, *[f"  {flag}" for flag in flags], "  --provider=cpu", "  --num-threads=2",
+                           "  speech.wav"])
+
+
 def offline_usage(constructor: str, arguments: Sequence[tuple[str, str, str]], flags: Sequence[str], *,
                   sample_rate: int, provider_note: str) -> str:
     """The card's Python and command-line blocks for one of sherpa-onnx's offline recognizers: `constructor` (e.g.
@@ -119,8 +133,7 @@ def offline_usage(constructor: str, arguments: Sequence[tuple[str, str, str]], f
     flags that load the same files. Shared so that every family's card decodes a file the same way."""
     lines = [f"    {name}={value},{f'  # {comment}' if comment else ''}" for name, value, comment in arguments]
     lines += ["    num_threads=2,", f'    provider="cpu",  # {provider_note}']
-    command = " \\\n".join(["sherpa-onnx-offline", *[f"  {flag}" for flag in flags], "  --provider=cpu",
-                              "  --num-threads=2", "  speech.wav"])
+    command = command_line("sherpa-onnx-offline", flags)
     return f"""### Python (sherpa-onnx)
 
 ```python

@@ -18,7 +18,14 @@ import numpy as np
 
 from nemo2sherpa.facts import ModelFacts
 from nemo2sherpa.families.base import Family, Hypothesis, ModelSpec, NemoOutput, Probe, Role
-from nemo2sherpa.families.common import common_metadata, dims, int_metadata, make_session, offline_usage
+from nemo2sherpa.families.common import (
+    common_metadata,
+    dims,
+    hypothesis_ids,
+    int_metadata,
+    make_session,
+    offline_usage,
+)
 
 REQUIRED_METADATA = ("vocab_size", "subsampling_factor")
 HYBRID_NOTE = "only the CTC branch is exported"
@@ -142,10 +149,7 @@ class CtcFamily(Family):
         length = int(encoded_length[0])
         hypotheses = decoding.ctc_decoder_predictions_tensor(log_probs, decoder_lengths=encoded_length,
                                                              return_hypotheses=True)
-        hypothesis = hypotheses[0] if isinstance(hypotheses, list) else hypotheses[0][0]
-        sequence = hypothesis.y_sequence
-        per_frame = [int(t) for t in (sequence.tolist() if hasattr(sequence, "tolist") else sequence)][:length]
-        tokens = fold_ctc(per_frame, int(decoding.blank_id)).tokens
+        tokens = fold_ctc(hypothesis_ids(hypotheses)[:length], int(decoding.blank_id)).tokens
         return NemoOutput(output=log_probs[0, :length].numpy().T.copy(), tokens=tokens)
 
     def explain_transcript_difference(self, nemo: str, sherpa: str) -> str | None:

@@ -70,8 +70,10 @@ def online_recognizer(recognizer: Any, encoder: Path) -> OnlineSherpa:
     """The live-stream driver for a recognizer, sized from the encoder's own metadata (read without weights)."""
     import onnx
 
-    metadata = {p.key: p.value for p in onnx.load(str(encoder), load_external_data=False).metadata_props}
-    return OnlineSherpa(recognizer, shape_from_metadata(metadata))
+    from nemo2sherpa.graphs.rewriting import metadata_of
+
+    graph = onnx.load(str(encoder), load_external_data=False)
+    return OnlineSherpa(recognizer, shape_from_metadata(metadata_of(graph)))
 
 
 def latency_markdown(check: Mapping[str, Any] | None, heading: str = "##") -> list[str]:

@@ -30,7 +30,14 @@ import numpy as np
 
 from nemo2sherpa.facts import ModelFacts, StreamingShape
 from nemo2sherpa.families.base import ModelSpec, NemoOutput, Probe
-from nemo2sherpa.families.common import dims, flatten, int_metadata, run_export_forward
+from nemo2sherpa.families.common import (
+    command_line,
+    dims,
+    flatten,
+    hypothesis_ids,
+    int_metadata,
+    run_export_forward,
+)
 from nemo2sherpa.families.ctc import CtcFamily, GraphCtc, fold_ctc
 from nemo2sherpa.families.online_recognizer import PIECE_SECONDS, OnlineSherpa, online_recognizer
 from nemo2sherpa.families.streaming_step import (
@@ -44,8 +51,10 @@ from nemo2sherpa.families.streaming_step import (
     tail_seconds,
 )
 from nemo2sherpa.families.transducer import MODEL_TYPE, GraphTransducer, TransducerFamily
+from nemo2sherpa.graphs.rewriting import metadata_of
 
 ONLINE_MAX_SYMBOLS = 10  # online-transducer-greedy-search-nemo-decoder.cc
+SHORT_CHUNK_FRAMES = 15  # a stream's last, shorter chunk, probed: no multiple of the subsampling factor
 
 
 class GraphStreamingTransducer(GraphTransducer):
@@ -85,24 +94,40 @@ class GraphStreamingCtc(GraphCtc):
 
 
 class _CacheAware:
-    """What both streaming families add to their offline counterparts: the export with caches, the step's metadata
-    and contract, NeMo's own streaming as the reference, and sherpa-onnx's online recognizer."""
+    """What both streaming families add to their offline counterparts (a mixin ahead of each in the class order, so
+    that super() is the offline family): the export with caches, the step's metadata and contract, NeMo's own
+    streaming as the reference, and sherpa-onnx's online recognizer."""
 
     online = True
 
-    def _streaming_refusal(self, facts: ModelFacts) -> str | None:
+    def refusal(self, facts: ModelFacts) -> str | None:
         if not facts.architecture.is_cache_aware:
             return f"{facts.model_class} is not a cache-aware streaming model (its attention is not chunked)"
-        return None
+        return super().refusal(facts)
 
-    def _prepare_streaming_export(self, model: Any) -> None:
-        """NeMo's export of the cache-aware step: caches as inputs and outputs, batch first."""
+    def prepare_for_export(self, model: Any) -> None:
+        """The offline family's preparation (a hybrid's CTC branch selected), then NeMo's export of the cache-aware
+        step: caches as inputs and outputs, batch first."""
+        super().prepare_for_export(model)
         model.encoder.export_cache_support = True
+
+    def metadata(self, facts: ModelFacts, url: str, comment: str) -> dict[str, str]:
+        assert facts.streaming is not None, "convert selects the look-ahead before the metadata is written"
+        return {**super().metadata(facts, url, comment), **streaming_metadata(facts.streaming)}
+
+    def check_contract(self, graphs: Mapping[str, Any], pieces: list[str], manifest, result) -> ModelSpec | None:
+        """The offline family's contract, then the online metadata against the cache inputs."""
+        spec = super().check_contract(graphs, pieces, manifest, result)
+        role = self.encoder_role.name
+        shape = self._check_streaming_contract(graphs[role], role, result)
+        if spec is not None and spec.is_tdt:
+            result.fail("the url marks a TDT model, but sherpa-onnx's online transducer decodes RNNT only")
+        return spec if shape is not None and not result.failed else None
 
     def encoder_feeds(self, graph: Any, mels: int) -> dict[str, np.ndarray]:
         """The probe features as one step, from a stream's first (empty) caches."""
-        feeds = super().encoder_feeds(graph, mels)  # type: ignore[misc]
-        shape = shape_from_metadata({p.key: p.value for p in graph.metadata_props})
+        feeds = super().encoder_feeds(graph, mels)
+        shape = shape_from_metadata(metadata_of(graph))
         names = [i.name for i in graph.graph.input]
         return {**feeds, **dict(zip(names[2:], initial_caches(shape)))}
 
@@ -114,9 +139,10 @@ class _CacheAware:
         shape = streaming_shape(encoder)
         mels = int(encoder._feat_in)
         probes = []
+        short = shape.pre_encode_cache_frames + SHORT_CHUNK_FRAMES
         for label, frames, filled in (("first window", shape.window_frames, 0),
                                       ("window, filled caches", shape.window_frames, shape.left_context),
-                                      ("short last chunk", shape.pre_encode_cache_frames + 3 * 2 + 9, 5)):
+                                      ("short last chunk", short, 5)):
             features = torch.randn(1, mels, frames, generator=generator)
             length = torch.tensor([frames], dtype=torch.int64)
             channel = torch.randn(1, shape.layers, shape.left_context, shape.d_model, generator=generator)
@@ -127,13 +153,9 @@ class _CacheAware:
             probes.append(Probe(role, label, flatten((features, length, channel, conv, cache_len)), flatten(outputs)))
         return probes
 
-    def _streaming_metadata(self, facts: ModelFacts) -> dict[str, str]:
-        assert facts.streaming is not None, "convert selects the look-ahead before the metadata is written"
-        return streaming_metadata(facts.streaming)
-
     def _check_streaming_contract(self, graph: Any, role: str, result) -> StreamingShape | None:
         """The online metadata and the cache inputs' shapes against each other."""
-        metadata = {p.key: p.value for p in graph.metadata_props}
+        metadata = metadata_of(graph)
         for key in ONLINE_KEYS:
             if key not in metadata:
                 result.fail(f"{role} metadata lacks {key!r}, which sherpa-onnx's online recognizer requires")
@@ -198,8 +220,7 @@ class _CacheAware:
         the last window is decoded) and `sherpa-onnx` online command line."""
         tail = round(tail_seconds(shape_from_metadata(metadata or {})), 2)
         lines = "\n".join(f"    {name}={value}," for name, value in arguments)
-        command = " \\\n".join(["sherpa-onnx", *[f"  {flag}" for flag in flags], "  --provider=cpu",
-                                  "  --num-threads=2", "  speech.wav"])
+        command = command_line("sherpa-onnx", flags)
         return f"""### Python (sherpa-onnx, streaming)
 
 ```python
@@ -242,29 +263,16 @@ class StreamingTransducerFamily(_CacheAware, TransducerFamily):
     sherpa_model_type = MODEL_TYPE
 
     def refusal(self, facts: ModelFacts) -> str | None:
-        reason = self._streaming_refusal(facts) or super().refusal(facts)
+        reason = super().refusal(facts)
         if reason is None and facts.is_tdt:
             return ("sherpa-onnx's online NeMo transducer decodes RNNT only (it ignores TDT durations); convert this "
                     "TDT model with --decoder transducer for offline use")
         return reason
 
-    def prepare_for_export(self, model: Any) -> None:
-        self._prepare_streaming_export(model)
-
     def probes(self, model: Any, frames: Sequence[int], generator: Any) -> list[Probe]:
         offline = super().probes(model, (), generator)  # the decoder's and joiner's (no encoder lengths asked)
         return [*self._encoder_probes(model.encoder, model.encoder, "encoder", generator),
                 *[p for p in offline if p.graph != "encoder"]]
-
-    def metadata(self, facts: ModelFacts, url: str, comment: str) -> dict[str, str]:
-        return {**super().metadata(facts, url, comment), **self._streaming_metadata(facts)}
-
-    def check_contract(self, graphs: Mapping[str, Any], pieces: list[str], manifest, result) -> ModelSpec | None:
-        spec = super().check_contract(graphs, pieces, manifest, result)
-        shape = self._check_streaming_contract(graphs["encoder"], "encoder", result)
-        if spec is not None and spec.is_tdt:
-            result.fail("the url marks a TDT model, but sherpa-onnx's online transducer decodes RNNT only")
-        return spec if shape is not None and not result.failed else None
 
     def graph_decoder(self, paths: Mapping[str, Path], spec: ModelSpec, threads: int = 1,
                       provider: str = "cpu") -> GraphStreamingTransducer:
@@ -276,11 +284,7 @@ class StreamingTransducerFamily(_CacheAware, TransducerFamily):
         return encoded[:, :, : int(encoded_len[0])], hypotheses
 
     def _nemo_tokens(self, model: Any, state: Any) -> list[int]:
-        if not state:
-            return []
-        hypothesis = state[0] if isinstance(state, list) else state[0][0]
-        sequence = hypothesis.y_sequence
-        return [int(t) for t in (sequence.tolist() if hasattr(sequence, "tolist") else sequence)]
+        return hypothesis_ids(state) if state else []
 
     def runtime_recognizer(self, paths: Mapping[str, Path], tokens: Path, *, provider: str, threads: int,
                            sample_rate: int, feature_dim: int) -> OnlineSherpa:
@@ -315,23 +319,8 @@ class StreamingCtcFamily(_CacheAware, CtcFamily):
     sherpa_model_type = "nemo_ctc"
     graph_inputs = 5
 
-    def refusal(self, facts: ModelFacts) -> str | None:
-        return self._streaming_refusal(facts) or super().refusal(facts)
-
-    def prepare_for_export(self, model: Any) -> None:
-        super().prepare_for_export(model)
-        self._prepare_streaming_export(model)
-
     def probes(self, model: Any, frames: Sequence[int], generator: Any) -> list[Probe]:
         return self._encoder_probes(model, model.encoder, "model", generator)
-
-    def metadata(self, facts: ModelFacts, url: str, comment: str) -> dict[str, str]:
-        return {**super().metadata(facts, url, comment), **self._streaming_metadata(facts)}
-
-    def check_contract(self, graphs: Mapping[str, Any], pieces: list[str], manifest, result) -> ModelSpec | None:
-        spec = super().check_contract(graphs, pieces, manifest, result)
-        shape = self._check_streaming_contract(graphs["model"], "model", result)
-        return spec if shape is not None and not result.failed else None
 
     def graph_decoder(self, paths: Mapping[str, Path], spec: ModelSpec, threads: int = 1,
                       provider: str = "cpu") -> GraphStreamingCtc:
@@ -371,8 +360,7 @@ class StreamingCtcFamily(_CacheAware, CtcFamily):
 
 def _streaming_rows(facts: ModelFacts, metadata: Mapping[str, str]) -> list[tuple[str, str]]:
     shape = facts.streaming or shape_from_metadata(metadata)
-    hop_ms = 1000.0 * float(facts.frontend.get("window_stride") or 0.01)
-    latency = shape.latency_ms(hop_ms, int(facts.architecture.subsampling_factor or 8))
+    latency = shape.latency_ms(facts.hop_ms, int(facts.architecture.subsampling_factor or 8))
     trained = ", ".join(str(v) for v in facts.architecture.lookaheads or ())
     return [("streaming", f"cache-aware; look-ahead {shape.lookahead} encoder frames ({latency['lookahead_ms']:g} ms; "
                           f"trained with {trained}), chunks of {latency['chunk_ms']:g} ms, left context "

@@ -28,6 +28,7 @@ from nemo2sherpa.families.base import (
 from nemo2sherpa.families.common import (
     common_metadata,
     dims,
+    hypothesis_ids,
     int_metadata,
     make_session,
     offline_usage,
@@ -286,10 +287,8 @@ class TransducerFamily(Family):
     def nemo_output(self, model: Any, encoded: Any, encoded_length: Any) -> NemoOutput:
         hypotheses = model.decoding.rnnt_decoder_predictions_tensor(
             encoder_output=encoded, encoded_lengths=encoded_length, return_hypotheses=True)
-        hypothesis = hypotheses[0] if isinstance(hypotheses, list) else hypotheses[0][0]
-        sequence = hypothesis.y_sequence
-        tokens = [int(t) for t in (sequence.tolist() if hasattr(sequence, "tolist") else sequence)]
-        return NemoOutput(output=encoded[0, :, : int(encoded_length[0])].numpy().copy(), tokens=tokens)
+        return NemoOutput(output=encoded[0, :, : int(encoded_length[0])].numpy().copy(),
+                          tokens=hypothesis_ids(hypotheses))
 
     def blame(self, decoder: GraphTransducer, reference, nemo, tolerance: float) -> Blame | None:
         """Walk NeMo's token path with PyTorch and ONNX side by side; the first graph whose output drifts is

@@ -1,11 +1,11 @@
 """The streaming check: how a streaming directory behaves live in sherpa-onnx's online recognizer.
 
 Each clip was fed to the recognizer in 100 ms pieces, as a microphone delivers audio, every window decoded as soon
-as it was ready (families.online_recognizer.OnlineSherpa). From those runs: the compute per chunk, how long after its audio
-each token was shown (stream time, the chunk's wait for its look-ahead included, plus compute; the first token's and
-the last one's), and RTFx. A directory whose decoding is slower than the audio arrives fails: it cannot keep up with
-a live stream. Where the vocabulary has end-of-utterance tokens (NVIDIA's realtime EOU models emit `<EOU>` when a
-turn ends, `<EOB>` after a backchannel), how many transcripts contain them and end with one.
+as it was ready (families.online_recognizer.OnlineSherpa). From those runs: the compute per chunk, how long after
+its audio each token was shown (stream time, the chunk's wait for its look-ahead included, plus compute; the first
+token's and the last one's), and RTFx. A directory whose decoding is slower than the audio arrives fails: it cannot
+keep up with a live stream. Where the vocabulary has end-of-utterance tokens (NVIDIA's realtime EOU models emit
+`<EOU>` when a turn ends, `<EOB>` after a backchannel), how many transcripts contain them and end with one.
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ from typing import Any, Mapping
 import numpy as np
 
 from nemo2sherpa.families.base import ModelSpec
+from nemo2sherpa.families.online_recognizer import PIECE_SECONDS
+from nemo2sherpa.families.streaming_step import shape_from_metadata
 from nemo2sherpa.validate.results import CheckResult
 
 #: end-of-utterance and end-of-backchannel tokens of NVIDIA's realtime EOU models
@@ -59,17 +61,12 @@ def summarize_streaming(transcripts: Mapping[str, Mapping[str, Mapping[str, Any]
                         manifest=None) -> CheckResult:
     """transcripts: provider -> clip -> the sherpa-onnx run's entry (text, tokens, latency)."""
     check = CheckResult("streaming")
-    metadata = spec.metadata
-    window, shift = int(metadata.get("window_size", 0)), int(metadata.get("chunk_shift", 0))
-    facts = manifest.model if manifest is not None else None
-    hop_ms = 1000.0 * float((facts.frontend.get("window_stride") if facts else None) or 0.01)
-    subsampling = int(metadata.get("subsampling_factor", 8))
-    lookahead = int(metadata.get("lookahead", 0) or 0)
+    shape = shape_from_metadata(spec.metadata)  # the contract check has proven it there
+    hop_ms = manifest.model.hop_ms if manifest is not None else 10.0
     check.details.update({
-        "window_frames": window, "chunk_frames": shift,
-        "lookahead_frames": lookahead, "lookahead_ms": round(lookahead * subsampling * hop_ms, 3),
-        "chunk_ms": round(shift * hop_ms, 3),
-        "fed_in_pieces_of_ms": 100,
+        "window_frames": shape.window_frames, "chunk_frames": shape.chunk_frames, "lookahead_frames": shape.lookahead,
+        **shape.latency_ms(hop_ms, int(spec.metadata.get("subsampling_factor", 8))),
+        "fed_in_pieces_of_ms": round(PIECE_SECONDS * 1000),
         "providers": {provider: provider_latency(entries) for provider, entries in transcripts.items()},
     })
     for provider, figures in check.details["providers"].items():

@@ -35,8 +35,7 @@ def select_lookahead(model: Any, facts: ModelFacts, lookahead: int | None, sourc
                                       f"{', '.join(map(str, trained))} (encoder frames)")
     context = apply_lookahead(model, chosen)
     shape = streaming_shape(model.encoder)
-    hop_ms = 1000.0 * float(facts.frontend.get("window_stride") or 0.01)
-    latency = shape.latency_ms(hop_ms, int(architecture.subsampling_factor or 8))
+    latency = shape.latency_ms(facts.hop_ms, int(architecture.subsampling_factor or 8))
     facts = dataclasses.replace(facts, streaming=shape, architecture=dataclasses.replace(
         architecture, att_context_size=(int(context[0]), chosen)))
     info = {"lookahead_frames": chosen, "as_trained_default": chosen == trained[0], "trained_lookaheads": trained,
