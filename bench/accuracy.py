@@ -11,7 +11,8 @@ order, with 0.3 s of silence between them, into files of each --long length (as 
 For every input set and precision it prints the WER against the reference texts of:
   - NeMo (greedy, its own preprocessor);
   - the exported graphs fed NeMo's features (onnxruntime, greedy as NeMo decodes): the export alone;
-  - sherpa-onnx end to end (its own front end and decoder): what a user gets.
+  - sherpa-onnx end to end (its own front end and decoder): what a user gets;
+  - the same with the family's front-end option (high_freq=0: mel filters up to Nyquist, as NeMo's).
 For float32 it adds the front-end sweep: the graphs fed sherpa-onnx's features as nemo2sherpa.sherpa_front_end
 reproduces them, then with each of their differences from NeMo's switched to NeMo's value alone, then with all.
 """
@@ -127,6 +128,8 @@ def main(argv: list[str] | None = None) -> int:
         assert spec is not None, f"{args.directory} ({precision}) fails the contract"
         graphs = model.family.graph_decoder(model.graphs, spec, threads=args.threads)
         recognizer = sherpa_runner.make_recognizer(model, threads=args.threads, feature_dim=spec.feat_dim)
+        with_option = sherpa_runner.make_recognizer(model, threads=args.threads, feature_dim=spec.feat_dim,
+                                                    with_front_end_option=True)
         row = {}
         for name, inputs in sets.items():
             started = time.monotonic()
@@ -135,8 +138,10 @@ def main(argv: list[str] | None = None) -> int:
                 encoded, length = graphs.encode(features)
                 graph_texts.append(text_of(graphs.greedy(encoded, length, 10).tokens, spec.pieces))
             sherpa_texts = [sherpa_runner.transcribe(recognizer, audio).text for _, audio, _ in inputs]
+            option_texts = [sherpa_runner.transcribe(with_option, audio).text for _, audio, _ in inputs]
             row[name] = {"graphs_on_nemo_features": wer(truth[name], graph_texts),
-                         "sherpa_onnx": wer(truth[name], sherpa_texts)}
+                         "sherpa_onnx": wer(truth[name], sherpa_texts),
+                         "sherpa_onnx_high_freq_0": wer(truth[name], option_texts)}
             log(f"{precision} {name}: {row[name]} ({time.monotonic() - started:.0f} s)")
         results["precisions"][precision] = row
         if precision != "fp32":
@@ -161,16 +166,19 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def print_tables(results: dict) -> None:
+    """One table per precision (NeMo's row repeated in each, for reading it alone), then the front-end sweep."""
     names = list(results["sets"])
     header = "| | " + " | ".join(f"{n} ({results['sets'][n]['inputs']} inputs, {results['sets'][n]['seconds']} s)"
                                    for n in names) + " |"
     rule = "|---|" + "---|" * len(names)
-    print(header, rule, "| NeMo | " + " | ".join(f"{results['nemo'][n]:.2f}%" for n in names) + " |", sep="\n")
+    labels = {"graphs_on_nemo_features": "the exported graphs fed NeMo's features",
+              "sherpa_onnx": "sherpa-onnx end to end",
+              "sherpa_onnx_high_freq_0": "sherpa-onnx end to end, `high_freq=0`"}
     for precision, row in results["precisions"].items():
-        print(f"| {precision}: graphs fed NeMo's features | " +
-              " | ".join(f"{row[n]['graphs_on_nemo_features']:.2f}%" for n in names) + " |")
-        print(f"| {precision}: sherpa-onnx end to end | " +
-              " | ".join(f"{row[n]['sherpa_onnx']:.2f}%" for n in names) + " |")
+        print(f"\n{precision}:\n", header, rule, "| NeMo (PyTorch, float32) | " +
+              " | ".join(f"{results['nemo'][n]:.2f}%" for n in names) + " |", sep="\n")
+        for key, label in labels.items():
+            print(f"| {label} | " + " | ".join(f"{row[n][key]:.2f}%" for n in names) + " |")
     if results["front_end"]:
         print("\nfloat32 graphs fed each front end:\n")
         print(header, rule, sep="\n")

@@ -118,3 +118,33 @@ def test_the_ctc_card_shows_from_nemo_ctc(ctc_dir, tmp_path, capsys):
     assert "--nemo-ctc-model=tiny-ctc/model.onnx" in usage and "feature_dim=80" in usage
     assert "from_transducer" not in usage
     assert (tmp_path / "staging" / "model.onnx").is_file()
+
+
+def test_the_front_end_replay_computes_what_from_nemo_ctc_computes(ctc_dir):
+    """sherpa-onnx's offline NeMo CTC recognizer sets a hann window and mel filters up to Nyquist (its transducer
+    keeps a povey window and stops 400 Hz below), and the family's runtime_front_end says so: on speech the fixture
+    never heard, where its output hangs on every detail of the features, the graphs fed that front end's features
+    come closer to sherpa-onnx's text than fed the transducer's."""
+    import jiwer
+
+    from nemo2sherpa.families import CTC
+    from nemo2sherpa.recipes import find_recipe
+    from nemo2sherpa.sherpa_front_end import SHERPA_ONNX
+    from nemo2sherpa.validate.audio import read_dataset
+    from nemo2sherpa.validate.contract_check import check_contract
+    from nemo2sherpa.validate.front_end_replay import replay
+    from nemo2sherpa.validate.model_dir import open_model_dir
+    from nemo2sherpa.validate.sherpa_runner import make_recognizer, transcribe
+
+    model = open_model_dir(ctc_dir, "fp32")
+    _, spec = check_contract(model)
+    graphs = model.family.graph_decoder(model.graphs, spec, threads=2)
+    recognizer = make_recognizer(model, threads=2)
+    clips = read_dataset(find_recipe("small-tdt-en").dataset_path())[:30]
+    sherpa = [transcribe(recognizer, clip.audio).text.strip() or "-" for clip in clips]
+
+    def distance(front_end) -> float:
+        return jiwer.cer(sherpa, [replay(graphs, spec, clip, None, front_end) or "-" for clip in clips])
+
+    assert model.family.runtime_front_end == CTC.runtime_front_end != SHERPA_ONNX
+    assert distance(CTC.runtime_front_end) < 0.5 * distance(SHERPA_ONNX)

@@ -40,9 +40,30 @@ class FrontEnd:
         return dataclasses.replace(self, **{factor: getattr(NEMO_VALUES, factor)})
 
 
+#: sherpa-onnx's offline NeMo transducer recognizer (offline-recognizer-transducer-nemo-impl.h keeps the defaults)
 SHERPA_ONNX = FrontEnd()
-#: sherpa-onnx's online NeMo recognizers set a hann window and mel filters up to 8 kHz (online-recognizer-*-impl.h)
-SHERPA_ONNX_ONLINE = FrontEnd(window="hann", high_freq=0.0)
+#: its offline NeMo CTC recognizer and its online NeMo recognizers set a hann window and mel filters up to Nyquist
+#: (offline-recognizer-ctc-impl.h, online-recognizer-*-nemo-impl.h)
+SHERPA_ONNX_HANN_NYQUIST = FrontEnd(window="hann", high_freq=0.0)
+
+
+@dataclass(frozen=True)
+class FrontEndOption:
+    """A setting sherpa-onnx's users can give that brings its front end closer to NeMo's, where the model's metadata
+    cannot: `front_end` is what the runtime then computes, `python` the FeatureExtractorConfig field and value,
+    `flag` the command-line tools' option."""
+
+    front_end: FrontEnd
+    python: str
+    flag: str
+    does: str
+
+
+#: the offline NeMo transducer's mel filters end 400 Hz below Nyquist unless high_freq is set (its implementation
+#: leaves the user's value alone, and sets the GigaAM one only for GigaAM models): 0 ends them at Nyquist, as NeMo
+#: does. from_transducer() has no argument for it; the C API's feature config has no field for it either.
+NYQUIST_MEL = FrontEndOption(front_end=FrontEnd(high_freq=0.0), python="high_freq=0", flag="--high-freq=0",
+                             does="mel filters up to Nyquist, as NeMo's")
 NEMO_VALUES = FrontEnd(window="hann", high_freq=0.0, log_guard="add", variance="unbiased")
 #: the switchable differences, as report and docs name them
 FACTORS = {

@@ -22,6 +22,7 @@ import numpy as np
 
 from nemo2sherpa.facts import ModelFacts
 from nemo2sherpa.precision.catalog import PRECISIONS  # noqa: F401 - re-exported: the suffixes of a family's files
+from nemo2sherpa.sherpa_front_end import SHERPA_ONNX, FrontEnd, FrontEndOption
 
 #: the directory layout a family writes unless it says otherwise: sherpa-onnx's, which validate and publish run
 DEFAULT_LAYOUT = "sherpa-onnx"
@@ -138,6 +139,10 @@ class Family(ABC):
     alone: str | None = None
     #: whether its runtime recognizer streams (sherpa-onnx's OnlineRecognizer) rather than decodes whole inputs
     online: bool = False
+    #: the features its runtime computes for it; None: NeMo's own (onnx-asr), so no transcript difference is theirs
+    runtime_front_end: FrontEnd | None = SHERPA_ONNX
+    #: a setting the runtime's users can give for features closer to NeMo's (validate measures it too); None: none
+    front_end_option: FrontEndOption | None = None
 
     @property
     def branch(self) -> str:
@@ -265,9 +270,10 @@ class Family(ABC):
 
     @abstractmethod
     def runtime_recognizer(self, paths: Mapping[str, Path], tokens: Path, *, provider: str, threads: int,
-                           sample_rate: int, feature_dim: int):
+                           sample_rate: int, feature_dim: int, with_front_end_option: bool = False):
         """The runtime's recognizer for the files: a sherpa_onnx.OfflineRecognizer (imports sherpa_onnx), or an object
-        whose transcribe(audio, sample_rate) gives text, tokens and timestamps (another runtime)."""
+        whose transcribe(audio, sample_rate) gives text, tokens and timestamps (another runtime).
+        `with_front_end_option`: with the family's `front_end_option` set (only asked of a family that has one)."""
 
     # ----------------------------------------------------------------------------------------------- publish
 

@@ -26,6 +26,7 @@ from nemo2sherpa.families.common import (
     make_session,
     offline_usage,
 )
+from nemo2sherpa.sherpa_front_end import SHERPA_ONNX_HANN_NYQUIST
 
 REQUIRED_METADATA = ("vocab_size", "subsampling_factor")
 HYBRID_NOTE = "only the CTC branch is exported"
@@ -79,6 +80,7 @@ class CtcFamily(Family):
     roles = (Role("model", holds_encoder=True),)
     sherpa_model_type = "nemo_ctc"
     graph_inputs = 2  # what sherpa-onnx feeds model.onnx
+    runtime_front_end = SHERPA_ONNX_HANN_NYQUIST  # its offline NeMo CTC recognizer sets both, as NeMo has them
 
     def refusal(self, facts: ModelFacts) -> str | None:
         if not facts.architecture.has_ctc_head:
@@ -164,7 +166,7 @@ class CtcFamily(Family):
         return None
 
     def runtime_recognizer(self, paths: Mapping[str, Path], tokens: Path, *, provider: str, threads: int,
-                           sample_rate: int, feature_dim: int):
+                           sample_rate: int, feature_dim: int, with_front_end_option: bool = False):
         import sherpa_onnx
 
         return sherpa_onnx.OfflineRecognizer.from_nemo_ctc(

@@ -247,6 +247,8 @@ class _OnnxAsrFamily:
     layout = LAYOUT
     alone = ALONE
     sherpa_model_type = ""  # not a sherpa-onnx model
+    runtime_front_end = None  # onnx-asr computes NeMo's features (its nemo80/nemo128 preprocessors)
+    front_end_option = None
     #: the model types config.json may name for this family's graphs
     model_types: tuple[str, ...] = ()
 
@@ -316,7 +318,8 @@ class _OnnxAsrFamily:
                                           f"{', '.join(self.files(p)[role] for p in PRECISIONS)}")
 
     def runtime_recognizer(self, paths: Mapping[str, Path], tokens: Path, *, provider: str, threads: int,
-                           sample_rate: int, feature_dim: int) -> OnnxAsrRecognizer:
+                           sample_rate: int, feature_dim: int,
+                           with_front_end_option: bool = False) -> OnnxAsrRecognizer:
         """onnx-asr itself over the directory that holds the files, as its users load it: it finds the graphs,
         vocab.txt and config.json there by name and computes its own features (feature_dim and the tokens file are
         its business, read from config.json and vocab.txt)."""

@@ -52,6 +52,7 @@ from nemo2sherpa.families.streaming_step import (
 )
 from nemo2sherpa.families.transducer import MODEL_TYPE, GraphTransducer, TransducerFamily
 from nemo2sherpa.graphs.rewriting import metadata_of
+from nemo2sherpa.sherpa_front_end import SHERPA_ONNX_HANN_NYQUIST
 
 ONLINE_MAX_SYMBOLS = 10  # online-transducer-greedy-search-nemo-decoder.cc
 SHORT_CHUNK_FRAMES = 15  # a stream's last, shorter chunk, probed: no multiple of the subsampling factor
@@ -99,6 +100,8 @@ class _CacheAware:
     streaming as the reference, and sherpa-onnx's online recognizer."""
 
     online = True
+    runtime_front_end = SHERPA_ONNX_HANN_NYQUIST  # its online NeMo recognizers set both
+    front_end_option = None  # they set the mel filters' upper edge themselves, whatever the user gives
 
     def refusal(self, facts: ModelFacts) -> str | None:
         if not facts.architecture.is_cache_aware:
@@ -287,7 +290,7 @@ class StreamingTransducerFamily(_CacheAware, TransducerFamily):
         return hypothesis_ids(state) if state else []
 
     def runtime_recognizer(self, paths: Mapping[str, Path], tokens: Path, *, provider: str, threads: int,
-                           sample_rate: int, feature_dim: int) -> OnlineSherpa:
+                           sample_rate: int, feature_dim: int, with_front_end_option: bool = False) -> OnlineSherpa:
         import sherpa_onnx
 
         recognizer = sherpa_onnx.OnlineRecognizer.from_transducer(
@@ -337,7 +340,7 @@ class StreamingCtcFamily(_CacheAware, CtcFamily):
         return fold_ctc(state or [], int(decoding.blank_id)).tokens
 
     def runtime_recognizer(self, paths: Mapping[str, Path], tokens: Path, *, provider: str, threads: int,
-                           sample_rate: int, feature_dim: int) -> OnlineSherpa:
+                           sample_rate: int, feature_dim: int, with_front_end_option: bool = False) -> OnlineSherpa:
         import sherpa_onnx
 
         recognizer = sherpa_onnx.OnlineRecognizer.from_nemo_ctc(

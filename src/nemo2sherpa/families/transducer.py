@@ -34,6 +34,7 @@ from nemo2sherpa.families.common import (
     offline_usage,
     run_export_forward,
 )
+from nemo2sherpa.sherpa_front_end import NYQUIST_MEL
 
 MODEL_TYPE = "nemo_transducer"
 SHERPA_RS_URL = "https://github.com/thewh1teagle/sherpa-rs"
@@ -149,6 +150,28 @@ class GraphTransducer:
         return self.greedy(encoded, length, max_symbols)
 
 
+def _recognizer_from_config(paths: Mapping[str, Path], tokens: Path, *, provider: str, threads: int,
+                            sample_rate: int, feature_dim: int, high_freq: float):
+    """The recognizer from_transducer() makes, with the mel filters' upper edge set: from_transducer() has no argument
+    for it, so its config is built here as from_transducer builds it, and the recognizer from that (the card shows
+    users the same)."""
+    import sherpa_onnx
+    from sherpa_onnx.lib._sherpa_onnx import OfflineRecognizer as NativeRecognizer
+
+    config = sherpa_onnx.OfflineRecognizerConfig(
+        feat_config=sherpa_onnx.FeatureExtractorConfig(sampling_rate=sample_rate, feature_dim=feature_dim,
+                                                       high_freq=high_freq),
+        model_config=sherpa_onnx.OfflineModelConfig(
+            transducer=sherpa_onnx.OfflineTransducerModelConfig(
+                encoder_filename=str(paths["encoder"]), decoder_filename=str(paths["decoder"]),
+                joiner_filename=str(paths["joiner"])),
+            tokens=str(tokens), num_threads=threads, provider=provider, model_type=MODEL_TYPE),
+        decoding_method="greedy_search")
+    recognizer = sherpa_onnx.OfflineRecognizer.__new__(sherpa_onnx.OfflineRecognizer)
+    recognizer.recognizer, recognizer.config = NativeRecognizer(config), config
+    return recognizer
+
+
 class TransducerFamily(Family):
     name = "transducer"
     #: the graphs that hold the prediction network and the joint, as blame names them (one fused graph may hold both)
@@ -157,6 +180,7 @@ class TransducerFamily(Family):
     title = "offline transducer (TDT/RNNT)"
     roles = (Role("encoder", holds_encoder=True), Role("decoder"), Role("joiner"))
     sherpa_model_type = MODEL_TYPE
+    front_end_option = NYQUIST_MEL
 
     def refusal(self, facts: ModelFacts) -> str | None:
         if facts.decoder_kind not in ("tdt", "rnnt"):
@@ -327,11 +351,14 @@ class TransducerFamily(Family):
         return 5 if spec.is_tdt else None
 
     def runtime_recognizer(self, paths: Mapping[str, Path], tokens: Path, *, provider: str, threads: int,
-                           sample_rate: int, feature_dim: int):
+                           sample_rate: int, feature_dim: int, with_front_end_option: bool = False):
         """model_type must be given: the default selects icefall's transducer, and an empty one makes sherpa-onnx
         open the encoder once more just to read its metadata."""
         import sherpa_onnx
 
+        if with_front_end_option:
+            return _recognizer_from_config(paths, tokens, provider=provider, threads=threads, sample_rate=sample_rate,
+                                           feature_dim=feature_dim, high_freq=self.front_end_option.front_end.high_freq)
         return sherpa_onnx.OfflineRecognizer.from_transducer(
             encoder=str(paths["encoder"]), decoder=str(paths["decoder"]), joiner=str(paths["joiner"]),
             tokens=str(tokens), model_type=MODEL_TYPE, provider=provider, num_threads=threads,
@@ -360,6 +387,32 @@ class TransducerFamily(Family):
             [f"--encoder={encoder}", f"--decoder={decoder}", f"--joiner={joiner}", f"--tokens={tokens}",
              f"--model-type={MODEL_TYPE}"],
             sample_rate=sample_rate, provider_note=provider_note) + f"""
+### NeMo's mel range (`{NYQUIST_MEL.flag}`)
+
+sherpa-onnx computes this model's features itself, and its mel filters end 400 Hz below Nyquist where NeMo's end at
+Nyquist: every filter sits a little off the ones the model was trained with. The command-line tools take
+`{NYQUIST_MEL.flag}`; in Python `from_transducer` has no argument for it, so build the recognizer from its config
+(what `nemo2sherpa validate` measures as the front-end option; its report says what the default costs this model):
+
+```python
+import sherpa_onnx
+from sherpa_onnx.lib._sherpa_onnx import OfflineRecognizer as NativeRecognizer
+
+config = sherpa_onnx.OfflineRecognizerConfig(
+    feat_config=sherpa_onnx.FeatureExtractorConfig(
+        sampling_rate={sample_rate}, feature_dim={feature_dim}, {NYQUIST_MEL.python}),
+    model_config=sherpa_onnx.OfflineModelConfig(
+        transducer=sherpa_onnx.OfflineTransducerModelConfig(
+            encoder_filename="{encoder}", decoder_filename="{decoder}", joiner_filename="{joiner}"),
+        tokens="{tokens}", num_threads=2, provider="cpu", model_type="{MODEL_TYPE}"),
+    decoding_method="greedy_search")
+recognizer = sherpa_onnx.OfflineRecognizer.__new__(sherpa_onnx.OfflineRecognizer)
+recognizer.recognizer, recognizer.config = NativeRecognizer(config), config
+```
+
+The C API's feature config has no such field, so the bindings built on it (sherpa-rs below, Go, C#, Swift) keep the
+default.
+
 ### Rust ([sherpa-rs]({SHERPA_RS_URL}))
 
 With the `sherpa-rs` crate (0.6.8 or later: `TransducerConfig` has `model_type`; the `cuda` feature for `"cuda"`):

@@ -12,12 +12,14 @@ from __future__ import annotations
 from typing import Sequence
 
 from nemo2sherpa.families.base import Family, GraphDecoder, ModelSpec
+from nemo2sherpa.sherpa_front_end import FrontEnd
 from nemo2sherpa.validate.audio import Clip
 
 
 def applies(family: Family) -> bool:
-    """Only sherpa-onnx computes features of its own that differ from NeMo's (onnx-asr computes NeMo's)."""
-    return family.runtime == "sherpa-onnx"
+    """Only a runtime that computes features of its own that differ from NeMo's (sherpa-onnx; onnx-asr computes
+    NeMo's)."""
+    return family.runtime_front_end is not None
 
 
 def available() -> str | None:
@@ -35,14 +37,15 @@ def text_of(ids: Sequence[int], pieces: Sequence[str]) -> str:
     return " ".join("".join(pieces[i] for i in ids).replace("\u2581", " ").split())
 
 
-def replay(graphs: GraphDecoder, spec: ModelSpec, clip: Clip, max_symbols: int | None, online: bool = False) -> str:
-    """The graphs' greedy text on the clip's features as sherpa-onnx computes them, with `max_symbols` tokens per
-    frame at most (sherpa-onnx's own limit, where the family knows one). `online`: as its online recognizer computes
-    them (a hann window up to Nyquist, where the offline one has povey and stops 400 Hz below) and feeds them: its
-    windows from the stream's first frame, over the audio and the trailing silence that flushes the last one."""
+def replay(graphs: GraphDecoder, spec: ModelSpec, clip: Clip, max_symbols: int | None, front_end: FrontEnd,
+           online: bool = False) -> str:
+    """The graphs' greedy text on the clip's features as sherpa-onnx computes them for the family (`front_end`),
+    with `max_symbols` tokens per frame at most (sherpa-onnx's own limit, where the family knows one). `online`: fed
+    as its online recognizer feeds them: its windows from the stream's first frame, over the audio and the trailing
+    silence that flushes the last one."""
     import numpy as np
 
-    from nemo2sherpa.sherpa_front_end import SHERPA_ONNX, SHERPA_ONNX_ONLINE, features
+    from nemo2sherpa.sherpa_front_end import features
 
     audio = clip.audio
     encode = graphs.encode
@@ -52,7 +55,7 @@ def replay(graphs: GraphDecoder, spec: ModelSpec, clip: Clip, max_symbols: int |
         silence = np.zeros(int(tail_seconds(shape_from_metadata(spec.metadata)) * clip.sample_rate), np.float32)
         audio = np.concatenate([np.asarray(audio, dtype=np.float32), silence])
         encode = graphs.encode_like_runtime  # type: ignore[attr-defined]
-    feats = features(audio, spec.feat_dim, SHERPA_ONNX_ONLINE if online else SHERPA_ONNX,
-                     normalize=spec.normalize_type == "per_feature", sample_rate=clip.sample_rate)
+    feats = features(audio, spec.feat_dim, front_end, normalize=spec.normalize_type == "per_feature",
+                     sample_rate=clip.sample_rate)
     encoded, length = encode(feats)
     return text_of(graphs.greedy(encoded, length, max_symbols).tokens, spec.pieces)

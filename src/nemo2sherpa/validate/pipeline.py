@@ -142,10 +142,26 @@ class Context:
             for p in self.usable)]
         if not differing or not front_end_replay.applies(self.model.family) or front_end_replay.available():
             return {}
+        family = self.model.family
         with self.progress.stage(f"replay sherpa-onnx's front end on {len(differing)} differing clip(s)"):
-            limit = self.model.family.runtime_max_symbols(self.spec) or self.max_symbols
-            online = self.model.family.online
-            return {c.name: front_end_replay.replay(self.graphs, self.spec, c, limit, online) for c in differing}
+            limit = family.runtime_max_symbols(self.spec) or self.max_symbols
+            return {c.name: front_end_replay.replay(self.graphs, self.spec, c, limit, family.runtime_front_end,
+                                                    family.online) for c in differing}
+
+    @cached_property
+    def option_run(self) -> SherpaRun | None:
+        """sherpa-onnx on every clip with the family's front-end option set, on CPU (or the first provider it ran
+        on), when its own front end is proven to change some transcript: what a user who sets the option gets. None
+        otherwise (no option, or nothing for it to fix)."""
+        usable = self.usable
+        caused = [name for name, text in self.front_end_texts.items()
+                  if any(transcripts.same_text(text, self.runs[p].transcripts[name]["text"]) for p in usable)]
+        if self.model.family.front_end_option is None or not caused:
+            return None
+        provider = "cpu" if "cpu" in usable else usable[0]
+        return run_on_providers(self.model, self.clips, {}, (provider,), threads=self.options.threads, repeats=0,
+                                sample_rate=self.sample_rate, feature_dim=self.spec.feat_dim,
+                                progress=self.progress, with_front_end_option=True)[provider]
 
     @property
     def usable(self) -> list[str]:
@@ -194,6 +210,12 @@ def check_transcripts(context: Context) -> CheckResult:
                                  max_wer_vs_truth=None if random_weights else options.max_wer_vs_truth,
                                  max_front_end_cost=options.max_front_end_cost)
     check.details["runtime"] = context.model.family.runtime
+    option, run = context.model.family.front_end_option, context.option_run
+    if option is not None and run is not None:
+        check.details["front_end_option"] = {
+            "python": option.python, "flag": option.flag, "does": option.does, "provider": run.provider,
+            **(transcripts.option_figures(rows, {n: e["text"] for n, e in run.transcripts.items()}) if run.ok
+               else {"error": run.error})}
     unavailable = front_end_replay.available() if front_end_replay.applies(context.model.family) else None
     if unavailable and any(u.get("nemo") is not None for u in check.details.get("utterances", [])):
         check.details["front_end_note"] = unavailable

@@ -303,6 +303,28 @@ def _front_end_summary(transcripts: dict) -> list[str]:
         if figures.get("front_end_cost_points") is not None:
             line += f"; it costs {figures['front_end_cost_points']:+.2f} WER points against the reference texts"
         lines.append(line)
+    option = transcripts.get("front_end_option")
+    if option:
+        lines.append(_option_line(option, transcripts))
     if transcripts.get("front_end_note"):
         lines.append(f"- {transcripts['front_end_note']}")
     return lines + [""] if lines else []
+
+
+def _option_line(option: dict, transcripts: dict) -> str:
+    """What the family's front-end option gives, beside what sherpa-onnx's default gives on the same provider."""
+    head = (f"- with `{option['python']}` (`{option['flag']}`: {option['does']}), sherpa-onnx on {option['provider']}")
+    if option.get("error"):
+        return f"{head} did not run: {option['error']}"
+    default = transcripts.get("providers", {}).get(option["provider"], {})
+    line = f"{head} matches NeMo's text on {option['exact_match_rate']:.0%} of the clips"
+    if default.get("exact_match_rate") is not None:
+        line += f" (default: {default['exact_match_rate']:.0%})"
+    if option.get("points_above_nemo") is not None:
+        nemo = transcripts["nemo_wer_vs_truth_percent"]
+        line += (f"; its WER against the reference texts is {option['wer_vs_truth_percent']:.2f}%, "
+                 f"{option['points_above_nemo']:+.2f} points from NeMo's {nemo:.2f}%")
+        if default.get("wer_vs_truth_percent") is not None:
+            line += (f" (default: {default['wer_vs_truth_percent']:.2f}%, "
+                     f"{default['wer_vs_truth_percent'] - nemo:+.2f})")
+    return line

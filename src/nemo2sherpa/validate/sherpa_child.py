@@ -54,6 +54,7 @@ class SherpaRequest:
     runtime_library: str | None = None  # route sherpa-onnx through this onnxruntime instead of its bundled one
     memory_limit_bytes: int | None = None  # the child's address-space limit
     encoder_only: bool = False  # run the encoder graph on random features instead (random-weight benchmarks)
+    with_front_end_option: bool = False  # with the family's front-end option set (sherpa_front_end.FrontEndOption)
     audio: str = ""  # npz with one array per clip name
     progress: str = ""  # a file the child appends one JSON line to after each decode (read by the parent)
 
@@ -177,9 +178,10 @@ def decode_in_child(model, audio: np.ndarray, sample_rate: int, threads: int = 2
 
 def run_on_providers(model, clips: list[Clip], buckets: dict[str, Clip], providers: tuple[str, ...], *, threads: int,
                      repeats: int, sample_rate: int, feature_dim: int, cuda_limit_seconds: float = math.inf,
-                     progress=None) -> dict[str, SherpaRun]:
+                     progress=None, with_front_end_option: bool = False) -> dict[str, SherpaRun]:
     """One child per provider: every clip transcribed, every bucket timed (on CUDA only the buckets a full-attention
-    encoder can run there), sherpa-onnx routed through onnxruntime-gpu where its own onnxruntime has no CUDA."""
+    encoder can run there), sherpa-onnx routed through onnxruntime-gpu where its own onnxruntime has no CUDA.
+    `with_front_end_option`: with the family's front-end option set."""
     from nemo2sherpa.validate.ort_runtime import runtime_for
 
     audio = {**{c.name: c for c in clips}, **buckets}
@@ -192,8 +194,10 @@ def run_on_providers(model, clips: list[Clip], buckets: dict[str, Clip], provide
         timed = [name for name, clip in buckets.items() if provider != "cuda" or clip.seconds <= cuda_limit_seconds]
         request = SherpaRequest.for_model(
             model, provider=provider, threads=threads, sample_rate=sample_rate, feature_dim=feature_dim,
-            transcribe=[c.name for c in clips], speed=timed, repeats=repeats, runtime_library=library)
-        what = f"{model.family.runtime} on {provider}: {len(clips)} clips" + \
+            transcribe=[c.name for c in clips], speed=timed, repeats=repeats, runtime_library=library,
+            with_front_end_option=with_front_end_option)
+        option = f" with {model.family.front_end_option.python}" if with_front_end_option else ""
+        what = f"{model.family.runtime} on {provider}{option}: {len(clips)} clips" + \
             (f", {len(timed)} speed buckets x {repeats}" if timed else "")
         if progress is None:
             runs[provider] = run_sherpa(request, audio)
@@ -279,7 +283,8 @@ def _decode_all(request: SherpaRequest, run: SherpaRun, ort_runtime) -> None:
         start = time.perf_counter()
         recognizer = recognizer_for(request.family, request.graphs, request.tokens, provider=request.provider,
                                     threads=request.threads, sample_rate=request.sample_rate,
-                                    feature_dim=request.feature_dim)
+                                    feature_dim=request.feature_dim,
+                                    with_front_end_option=request.with_front_end_option)
         run.load_seconds = round(time.perf_counter() - start, 3)
     run.log = captured.text
     run.fallback_to_cpu = request.provider != "cpu" and ort_runtime.fallback_detected(captured.text)

@@ -20,19 +20,23 @@ class SherpaResult:
 
 
 def recognizer_for(family: str, graphs: Mapping[str, str | Path], tokens: str | Path, provider: str = "cpu",
-                   threads: int = 1, sample_rate: int = 16000, feature_dim: int = 80):
+                   threads: int = 1, sample_rate: int = 16000, feature_dim: int = 80,
+                   with_front_end_option: bool = False):
     """An OfflineRecognizer for a family's files (role -> path); by name, so a child process can build it from a
-    request."""
-    return family_named(family).runtime_recognizer({role: Path(p) for role, p in graphs.items()}, Path(tokens),
-                                                  provider=provider, threads=threads, sample_rate=sample_rate,
-                                                  feature_dim=feature_dim)
+    request. `with_front_end_option`: with the family's front-end option set (a family without one refuses)."""
+    named = family_named(family)
+    if with_front_end_option and named.front_end_option is None:
+        raise ValueError(f"the {named.title} family has no front-end option")
+    return named.runtime_recognizer({role: Path(p) for role, p in graphs.items()}, Path(tokens), provider=provider,
+                                    threads=threads, sample_rate=sample_rate, feature_dim=feature_dim,
+                                    with_front_end_option=with_front_end_option)
 
 
 def make_recognizer(model, provider: str = "cpu", threads: int = 1, sample_rate: int = 16000,
-                    feature_dim: int = 80):
+                    feature_dim: int = 80, with_front_end_option: bool = False):
     """The recognizer for a validate.model_dir.ModelDir."""
     return recognizer_for(model.family.name, model.graphs, model.tokens, provider=provider, threads=threads,
-                          sample_rate=sample_rate, feature_dim=feature_dim)
+                          sample_rate=sample_rate, feature_dim=feature_dim, with_front_end_option=with_front_end_option)
 
 
 def transcribe(recognizer, audio: np.ndarray, sample_rate: int = 16000) -> SherpaResult:

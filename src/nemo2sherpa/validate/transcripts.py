@@ -146,6 +146,28 @@ def evaluate(rows: list[TranscriptRow], providers: Sequence[str], min_exact_matc
     return check
 
 
+def option_figures(rows: list[TranscriptRow], texts: dict[str, str]) -> dict[str, float | None]:
+    """What sherpa-onnx gives with a front-end option set (`texts`: clip -> text): how often it matches NeMo's text,
+    and, with reference texts, its WER and how far that is from NeMo's on the same clips. Reported, not judged: the
+    option is the user's to set."""
+    with_nemo = [r for r in rows if r.nemo is not None and r.name in texts]
+    figures: dict[str, float | None] = {}
+    if with_nemo:
+        hypotheses = [texts[r.name] for r in with_nemo]
+        figures["exact_match_rate"] = round(
+            sum(same_text(r.nemo or "", t) for r, t in zip(with_nemo, hypotheses)) / len(with_nemo), 4)
+        figures["wer_vs_nemo_percent"] = corpus_wer([r.nemo or "" for r in with_nemo], hypotheses)
+    both = [r for r in with_nemo if r.truth]
+    if both:
+        references = [r.truth or "" for r in both]
+        wer = corpus_wer(references, [texts[r.name] for r in both], normalize=True)
+        nemo = corpus_wer(references, [r.nemo or "" for r in both], normalize=True)
+        figures["wer_vs_truth_percent"] = wer
+        if wer is not None and nemo is not None:
+            figures["points_above_nemo"] = round(wer - nemo, 3)
+    return figures
+
+
 def _judge_against_nemo(check: CheckResult, provider: str, rows: list[TranscriptRow], figures: dict,
                         min_exact_match: float, max_wer_vs_nemo: float,
                         explain: Callable[[str, str], str | None] | None, judge_wer_on_unexplained: bool) -> None:

@@ -53,7 +53,8 @@ def judge(checks: dict[str, CheckResult], random_weights: bool = False) -> Verdi
                 compared_with_nemo = True
                 proven.append(f"{runtime} on {provider} transcribes like NeMo within the thresholds: identical "
                               f"text on {100 * figures['exact_match_rate']:.0f}% of clips, WER between them "
-                              f"{figures.get('wer_vs_nemo_percent')}%" + _front_end_share(figures))
+                              f"{figures.get('wer_vs_nemo_percent')}%" + _front_end_share(figures) +
+                              _option_share(transcripts.details.get("front_end_option"), provider))
             elif figures.get("wer_vs_truth_percent") is not None and \
                     transcripts.details.get("judged_against"):
                 proven.append(f"{runtime} on {provider} transcribes the reference texts at WER "
@@ -72,6 +73,14 @@ def judge(checks: dict[str, CheckResult], random_weights: bool = False) -> Verdi
     else:
         verdict = UNPROVEN_VERDICT
     return Verdict(verdict=verdict, proven=proven, not_proven=missing)
+
+
+def _option_share(option: dict | None, provider: str) -> str:
+    """What the family's front-end option gives on this provider, where validate measured it."""
+    if not option or option.get("provider") != provider or option.get("points_above_nemo") is None:
+        return ""
+    return (f"; with `{option['python']}` ({option['does']}) its WER against the reference texts is "
+            f"{option['wer_vs_truth_percent']:.2f}%, {option['points_above_nemo']:+.2f} points from NeMo's")
 
 
 def _front_end_share(figures: dict) -> str:
