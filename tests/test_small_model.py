@@ -1,6 +1,7 @@
 """The bundled small-tdt-en recognises sentences it never heard, and its export keeps that: NeMo's WER on the
-held-out set is at most 10%, sherpa-onnx's within a point of it, and every difference between the two is either
-sherpa-onnx's own front end (proven by feeding its features to the graphs) or named as unexplained."""
+held-out clips is what its card says, sherpa-onnx's (with NeMo's mel range) within a point of it, and every
+difference between the two is either sherpa-onnx's own front end (proven by feeding its features to the graphs) or
+named as unexplained."""
 
 from __future__ import annotations
 
@@ -61,8 +62,8 @@ def test_nemo_and_sherpa_onnx_recognise_unseen_sentences(small_report):
     assert fidelity["status"] == "passed" and fidelity["token_match_rate"] == 1.0  # faithful on unseen speech
     nemo_wer = transcripts["nemo_wer_vs_truth_percent"]
     assert nemo_wer == pytest.approx(_card_wer(), abs=0.5)  # the card tells the truth about the bundled model
-    assert nemo_wer < 50.0  # it recognises speech it never heard (a model that does not scores about 100%)
-    assert transcripts["providers"]["cpu"]["wer_vs_truth_percent"] < 50.0
+    assert nemo_wer < 20.0  # it recognises speech it never heard (a model that does not scores about 100%)
+    assert transcripts["providers"]["cpu"]["wer_vs_truth_percent"] < 20.0
     # the held-out sentences are new word sequences: none of them is a training sentence
     seen = set((RECIPE.bundled_path().parent / "training_sentences.txt").read_text(encoding="utf-8").splitlines())
     assert len(seen) > 1000 and not any(u["truth"] in seen for u in transcripts["utterances"])
@@ -116,8 +117,9 @@ def test_the_mel_range_option_reaches_sherpa_onnx_and_is_measured(small_dir, sma
     assert (option["python"], option["flag"], option["provider"]) == ("high_freq=0", "--high-freq=0", "cpu")
     nemo = transcripts["nemo_wer_vs_truth_percent"]
     assert option["points_above_nemo"] == pytest.approx(option["wer_vs_truth_percent"] - nemo, abs=1e-3)
-    # what the mel range costs by default (docs/accuracy.md): the option brings sherpa-onnx closer to NeMo
+    # what the mel range costs by default (docs/accuracy.md): the option brings sherpa-onnx to within a point of NeMo
     assert option["points_above_nemo"] < default_figures["wer_vs_truth_percent"] - nemo
+    assert option["points_above_nemo"] <= 1.0
     assert any("with `high_freq=0`" in line and f"{option['points_above_nemo']:+.2f} points from NeMo's" in line
                for line in small_report["proven"])
 
@@ -127,7 +129,7 @@ def test_a_typed_sentence_is_read_back(small_dir, capsys):
     ran = run_cli(["transcribe", small_dir, "--say", sentence], capsys)
     assert ran.code == 0, ran.err
     heard = ran.out.strip().split(": ", 2)[-1]
-    assert corpus_wer([sentence], [heard]) <= 50.0, heard  # a 27%-WER model: most of it, not all
+    assert corpus_wer([sentence], [heard]) <= 50.0, heard  # a model with errors of its own: most of it, not all
 
 
 def test_transcribe_refuses_what_it_cannot_read_in_one_line(small_dir, tmp_path, capsys):

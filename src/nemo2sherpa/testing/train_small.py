@@ -291,7 +291,7 @@ sentences it has never heard. Rebuild it with
   audio for this recipe); NeMo's WER on those: {100 * bundled_wer:.2f}%. The whole set is rebuilt by
   `python -m nemo2sherpa.testing.corpus --out CORPUS --train {len(training)} --heldout {len(heldout)}`.
 
-| epoch | mean loss | held-out WER (NeMo greedy) | seconds |
+| epoch | mean loss | held-out WER (NeMo greedy) | wall seconds (pauses included) |
 |---|---|---|---|
 {rows}
 
