@@ -122,6 +122,9 @@ def test_the_mel_range_option_reaches_sherpa_onnx_and_is_measured(small_dir, sma
     assert option["points_above_nemo"] <= 1.0
     assert any("with `high_freq=0`" in line and f"{option['points_above_nemo']:+.2f} points from NeMo's" in line
                for line in small_report["proven"])
+    report_md = (small_dir / "validation" / "report.md").read_text(encoding="utf-8")
+    assert f"with `high_freq=0` (`--high-freq=0`: {option['does']}), sherpa-onnx on cpu matches NeMo's text on " \
+        f"{option['exact_match_rate']:.0%}" in report_md
 
 
 def test_a_typed_sentence_is_read_back(small_dir, capsys):
