@@ -1,10 +1,12 @@
 """sherpa-onnx's front end for NeMo models, reproduced outside sherpa-onnx, and its differences from NeMo's one by one.
 
 sherpa-onnx computes a NeMo model's features itself with kaldi-native-fbank, the same library this module calls,
-with the options its NeMo recognizers set (sherpa-onnx's offline-recognizer-transducer-nemo-impl.h and
-features.cc): a povey window, dither 0, per-frame pre-emphasis 0.97, no DC removal, Kaldi framing (snip_edges
+with the options its offline NeMo transducer recognizer sets (sherpa-onnx's offline-recognizer-transducer-nemo-impl.h
+and features.cc): a povey window, dither 0, per-frame pre-emphasis 0.97, no DC removal, Kaldi framing (snip_edges
 false), librosa-style mel filters from 0 Hz to 400 Hz below Nyquist, log(max(energy, FLT_EPSILON)), then
-per_feature normalisation with the population variance (sherpa-onnx's math.cc). NeMo's preprocessor (in eval mode,
+per_feature normalisation with the population variance (sherpa-onnx's math.cc). Its NeMo CTC and online recognizers
+set a hann window and filters up to Nyquist instead; each family names the one its recognizer computes
+(Family.runtime_front_end). NeMo's preprocessor (in eval mode,
 so without dither) uses a hann window, whole-signal pre-emphasis, centred frames, slaney mel filters up to Nyquist,
 log(energy + 2^-24) and the unbiased variance.
 
@@ -51,7 +53,7 @@ SHERPA_ONNX_HANN_NYQUIST = FrontEnd(window="hann", high_freq=0.0)
 class FrontEndOption:
     """A setting sherpa-onnx's users can give that brings its front end closer to NeMo's, where the model's metadata
     cannot: `front_end` is what the runtime then computes, `python` the FeatureExtractorConfig field and value,
-    `flag` the command-line tools' option."""
+    `flag` the command-line tools' option, `does` what it changes, in words for reports."""
 
     front_end: FrontEnd
     python: str
