@@ -148,16 +148,10 @@ class Context:
             return {c.name: front_end_replay.replay(self.graphs, self.spec, c, limit, family.runtime_front_end,
                                                     family.online) for c in differing}
 
-    @cached_property
-    def option_run(self) -> SherpaRun | None:
+    def option_run(self) -> SherpaRun:
         """sherpa-onnx on every clip with the family's front-end option set, on CPU (or the first provider it ran
-        on), when its own front end is proven to change some transcript: what a user who sets the option gets. None
-        otherwise (no option, or nothing for it to fix)."""
+        on): what a user who sets the option gets."""
         usable = self.usable
-        caused = [name for name, text in self.front_end_texts.items()
-                  if any(transcripts.same_text(text, self.runs[p].transcripts[name]["text"]) for p in usable)]
-        if self.model.family.front_end_option is None or not caused:
-            return None
         provider = "cpu" if "cpu" in usable else usable[0]
         return run_on_providers(self.model, self.clips, {}, (provider,), threads=self.options.threads, repeats=0,
                                 sample_rate=self.sample_rate, feature_dim=self.spec.feat_dim,
@@ -210,8 +204,10 @@ def check_transcripts(context: Context) -> CheckResult:
                                  max_wer_vs_truth=None if random_weights else options.max_wer_vs_truth,
                                  max_front_end_cost=options.max_front_end_cost)
     check.details["runtime"] = context.model.family.runtime
-    option, run = context.model.family.front_end_option, context.option_run
-    if option is not None and run is not None:
+    option = context.model.family.front_end_option
+    if option is not None and any(f.get("front_end_caused") for f in check.details["providers"].values()):
+        # its own front end is proven to change some transcript: measure what the option gives
+        run = context.option_run()
         check.details["front_end_option"] = {
             "python": option.python, "flag": option.flag, "does": option.does, "provider": run.provider,
             **(transcripts.option_figures(rows, {n: e["text"] for n, e in run.transcripts.items()}) if run.ok
