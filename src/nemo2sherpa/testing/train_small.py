@@ -1,6 +1,7 @@
 """Train small-tdt-en: a small FastConformer TDT model that recognises English sentences it has never heard.
 
-    python -m nemo2sherpa.testing.train_small --out DIR [--corpus CORPUS] [--epochs 6] [--restart-epochs 2,8] [--seed 0]
+    python -m nemo2sherpa.testing.train_small --out DIR [--corpus CORPUS] [--epochs 6] [--restart-epochs 2,8,8,4]
+                                              [--seed 0]
 
 The corpus is nemo2sherpa.testing.corpus's (espeak-ng speech of sentences drawn from the 1,951 most frequent
 alphabetic English words); it is built into CORPUS first if CORPUS holds none. The model is the recipe catalog's
@@ -324,7 +325,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--train", type=int, default=12000, help="training utterances when building the corpus")
     parser.add_argument("--heldout", type=int, default=200, help="held-out utterances when building the corpus")
     parser.add_argument("--epochs", type=int, default=6, help="epochs of the first learning-rate cycle")
-    parser.add_argument("--restart-epochs", type=epoch_counts, default=(2, 8),
+    parser.add_argument("--restart-epochs", type=epoch_counts, default=(2, 8, 8, 4),
                         help="epochs of each warm-restarted cycle after the first, comma-separated (0: none); the "
                              "default rebuilds the bundled model")
     parser.add_argument("--seed", type=int, default=0)
