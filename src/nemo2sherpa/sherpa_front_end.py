@@ -6,9 +6,8 @@ and features.cc): a povey window, dither 0, per-frame pre-emphasis 0.97, no DC r
 false), librosa-style mel filters from 0 Hz to 400 Hz below Nyquist, log(max(energy, FLT_EPSILON)), then
 per_feature normalisation with the population variance (sherpa-onnx's math.cc). Its NeMo CTC and online recognizers
 set a hann window and filters up to Nyquist instead; each family names the one its recognizer computes
-(Family.runtime_front_end). NeMo's preprocessor (in eval mode,
-so without dither) uses a hann window, whole-signal pre-emphasis, centred frames, slaney mel filters up to Nyquist,
-log(energy + 2^-24) and the unbiased variance.
+(Family.runtime_front_end). NeMo's preprocessor (in eval mode, so without dither) uses a hann window, whole-signal
+pre-emphasis, centred frames, slaney mel filters up to Nyquist, log(energy + 2^-24) and the unbiased variance.
 
 Why reproduce it: the exported graphs can then be fed exactly what sherpa-onnx feeds them, so a transcript that
 differs from NeMo's is attributed to the front end (the graphs fed these features give sherpa-onnx's text) or to
